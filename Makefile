@@ -1,0 +1,55 @@
+# make run | make test | make lab — everything else is optional. See README.md.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# The CPU build of torch on a CPU machine; `make setup TORCH=torch` takes the default (CUDA) build.
+TORCH  ?= torch==2.13.0
+EXTRAS ?=
+NB     ?=
+TIMEOUT ?= 900
+
+.PHONY: setup run test test-fast lab bench kernels test-gpu clean
+
+setup: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".$(if $(EXTRAS),[$(EXTRAS)])"
+	touch $@
+
+## Execute notebooks headless in the quick profile, saving outputs in place (NB=0-01 for one).
+run: setup
+	$(PY) -m helpers.notebooks run $(NB)
+
+## Helper unit tests + every notebook through nbval (GPU tests skipped without CUDA).
+test: setup
+	$(PY) -m pytest -m "not gpu" tests --nbval-lax --nbval-cell-timeout=$(TIMEOUT) $(call nb_paths,$(NB))
+
+## Helper unit tests only.
+test-fast: setup
+	$(PY) -m pytest -m "not gpu and not slow" tests
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+## Per-notebook time (quick profile) + module benchmarks -> results/bench.json
+bench: setup
+	$(PY) -m helpers.bench $(NB)
+
+## Compile-check every kernels/*.cu to PTX (no GPU needed).
+kernels: setup
+	$(PY) -m helpers.kernels --check
+
+## The GPU lane (a machine with CUDA): GPU tests, kernel checks, notebooks in COURSE_PROFILE (default full);
+## writes results/gpu/<stem>.json with the device name. Committed notebooks are not overwritten.
+test-gpu: setup
+	$(PY) -m helpers.kernels --check
+	$(PY) -m pytest -m gpu tests
+	COURSE_PROFILE=$${COURSE_PROFILE:-full} $(PY) -m helpers.notebooks run --no-save $(NB)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	find . -name __pycache__ -prune -exec rm -rf {} +
+
+nb_paths = $(if $(1),$(wildcard notebooks/$(1)*.ipynb),notebooks/)

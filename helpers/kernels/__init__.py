@@ -1,0 +1,131 @@
+"""CUDA kernels: load `kernels/<name>.cu` into CuPy, compile-check them without a GPU, simulate them on a CPU.
+
+- `load(name)` compiles `kernels/<name>.cu` once into a cached `cupy.RawKernel` (needs CUDA + the `gpu` extra).
+- `compile_check(name)` compiles to PTX with `nvcc --ptx` when present, else NVRTC through CuPy; no GPU needed.
+- `simulate(kernel, grid, block, *args)` runs a Python transcription of a kernel over every thread of a
+  launch, so the CPU lane checks the indexing logic that the GPU lane then checks on the real kernel.
+
+`python -m helpers.kernels --check` compile-checks every kernel (one line each; non-zero exit on failure).
+"""
+from __future__ import annotations
+
+import inspect
+import itertools
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from ..session import ROOT
+
+KERNELS = ROOT / "kernels"
+ARCH = "compute_80"  # PTX for Ampere and newer (A100, H100, L4, RTX 30xx/40xx)
+
+
+def names() -> list[str]:
+    """Every kernel source in `kernels/`, by stem."""
+    return sorted(p.stem for p in KERNELS.glob("*.cu"))
+
+
+def source(name: str) -> str:
+    path = KERNELS / f"{name}.cu"
+    if not path.is_file():
+        raise FileNotFoundError(f"no kernel {name!r} in {KERNELS}; have: {', '.join(names()) or 'none'}")
+    return path.read_text()
+
+
+@lru_cache(maxsize=None)
+def load(name: str, function: str | None = None):
+    """The `cupy.RawKernel` for `function` (default: `name`) in `kernels/<name>.cu`, compiled once."""
+    import cupy
+
+    return cupy.RawKernel(source(name), function or name)
+
+
+def compile_check(name: str, arch: str = ARCH) -> tuple[bool, str]:
+    """Compile `kernels/<name>.cu` to PTX; returns (ok, how or the compiler's error)."""
+    code = source(name)
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / f"{name}.ptx"
+            proc = subprocess.run([nvcc, "--ptx", f"-arch={arch}", "-o", str(out), str(KERNELS / f"{name}.cu")],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                return False, (proc.stderr or proc.stdout).strip()
+            entries = [ln.split()[-1].rstrip("(") for ln in out.read_text().splitlines() if ".entry" in ln]
+            return True, f"nvcc --ptx -arch={arch}: entries {', '.join(entries)}"
+    try:
+        from cupy.cuda import compiler
+    except ImportError:
+        return False, "neither nvcc nor CuPy (pip install -e '.[gpu]') is available to compile CUDA"
+    try:
+        ptx = compiler.compile_using_nvrtc(code, options=(f"-arch={arch}",), name=f"{name}.cu")
+    except Exception as exc:  # CompileException carries the NVRTC log
+        return False, str(exc).strip()
+    text = ptx.decode() if isinstance(ptx, bytes) else str(ptx)
+    entries = [ln.split()[-1].rstrip("(") for ln in text.splitlines() if ".entry" in ln]
+    return True, f"NVRTC -arch={arch}: entries {', '.join(entries)}"
+
+
+# --------------------------------------------------------------------------------------------------
+# A CPU simulator of the CUDA execution model
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class dim3:
+    x: int = 1
+    y: int = 1
+    z: int = 1
+
+
+def as_dim3(v) -> dim3:
+    if isinstance(v, dim3):
+        return v
+    v = (v,) if isinstance(v, int) else tuple(v)
+    if not 1 <= len(v) <= 3 or any(int(d) < 1 for d in v):
+        raise ValueError(f"launch dimensions must be 1-3 positive ints, got {v}")
+    return dim3(*map(int, v))
+
+
+@dataclass
+class Thread:
+    """What a kernel sees: CUDA's built-in variables, plus the block's shared memory."""
+
+    blockIdx: dim3
+    threadIdx: dim3
+    blockDim: dim3
+    gridDim: dim3
+    shared: dict = field(default_factory=dict)  # one dict per block, like __shared__ arrays
+
+
+def simulate(kernel, grid, block, *args) -> None:
+    """Run `kernel(thread, *args)` for every thread of a `<<<grid, block>>>` launch, on the CPU.
+
+    A plain function runs thread after thread. A generator function may `yield` where the CUDA code has
+    `__syncthreads()`: all threads of a block then advance phase by phase, so shared-memory kernels see
+    the same ordering guarantees as on the GPU. Threads of one block must reach the same number of barriers.
+    """
+    grid, block = as_dim3(grid), as_dim3(block)
+    is_generator = inspect.isgeneratorfunction(kernel)
+    for bz, by, bx in itertools.product(range(grid.z), range(grid.y), range(grid.x)):
+        shared: dict = {}
+        threads = [Thread(dim3(bx, by, bz), dim3(tx, ty, tz), block, grid, shared)
+                   for tz, ty, tx in itertools.product(range(block.z), range(block.y), range(block.x))]
+        if not is_generator:
+            for t in threads:
+                kernel(t, *args)
+            continue
+        running = [kernel(t, *args) for t in threads]
+        while running:
+            finished = []
+            for gen in running:
+                try:
+                    next(gen)
+                except StopIteration:
+                    finished.append(gen)
+            if finished and len(finished) != len(running):
+                raise RuntimeError(f"block {(bx, by, bz)}: threads reached different numbers of __syncthreads()")
+            running = [g for g in running if g not in finished]

@@ -1,0 +1,71 @@
+"""Execute course notebooks headless: `python -m helpers.notebooks run [0-01 …] [--no-save]`.
+
+Used by `make run` (outputs saved in place, in execution order), `make bench` (timings) and
+`make test-gpu` (full profile, nothing overwritten).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .session import MODULES, ROOT
+
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def find(selectors: list[str] | None = None) -> list[Path]:
+    """Notebooks matching stem prefixes (`0-01`) or module ids (`0.1`); all of them when none given."""
+    paths = sorted(NOTEBOOKS.glob("*.ipynb"))
+    if not selectors:
+        return paths
+    out = []
+    for sel in selectors:
+        prefix = MODULES[sel][0] if sel in MODULES else sel
+        hits = [p for p in paths if p.stem.startswith(prefix)]
+        if not hits:
+            raise SystemExit(f"no notebook matches {sel!r}; have: {', '.join(p.stem for p in paths)}")
+        out += hits
+    return out
+
+
+def execute(path: Path, save: bool = True, timeout: int = 900) -> float:
+    """Run one notebook top to bottom in a fresh kernel; returns wall seconds."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+                            resources={"metadata": {"path": str(path.parent)}})
+    t0 = time.perf_counter()
+    try:
+        client.execute()
+    finally:
+        seconds = time.perf_counter() - t0
+        if save:
+            nbformat.write(nb, path)
+    return seconds
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("command", choices=["run"])
+    parser.add_argument("notebooks", nargs="*", help="stem prefixes (0-01) or module ids (0.1)")
+    parser.add_argument("--no-save", action="store_true", help="do not write outputs back")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    args = parser.parse_args(argv)
+    failures = 0
+    for path in find(args.notebooks):
+        print(f"▶ {path.name} …", flush=True)
+        try:
+            seconds = execute(path, save=not args.no_save, timeout=args.timeout)
+            print(f"  ✓ {path.name} in {seconds:.1f} s", flush=True)
+        except Exception as exc:  # report every notebook, then fail
+            failures += 1
+            print(f"  ✗ {path.name}: {type(exc).__name__}: {str(exc)[-2000:]}", flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,12 @@
+import pytest
+
+from helpers import session
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    """A course run whose results go to a temporary folder."""
+    monkeypatch.setattr(session, "RESULTS", tmp_path / "results")
+    r = session.start("0.1")
+    yield r
+    session._current = None

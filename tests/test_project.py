@@ -1,0 +1,58 @@
+"""Project-level promises: the environment files agree, and every committed notebook is a clean, passing run."""
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import session, show
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[ ;]", requirement.strip(), maxsplit=1)[0].lower()
+
+
+def test_environment_yml_names_the_same_dependencies_as_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert any(str(d).startswith("python=3.11") for d in env["dependencies"])
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    ours = {_name(r): r for r in project["dependencies"]}
+    theirs = {_name(r): r for r in pip if not r.startswith("-e")}
+    assert theirs == ours  # same names and the same version ranges
+    assert "-e ." in pip
+    assert "torchvision" not in ours
+
+
+def test_notebooks_follow_the_naming_scheme():
+    stems = {stem for stem, _ in session.MODULES.values()}
+    for nb in NOTEBOOKS:
+        assert nb.stem in stems, f"{nb.name} is not in helpers.session.MODULES"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_committed_notebook_is_a_clean_passing_run(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+    counts = [c.get("execution_count") for c in code]
+    assert counts == list(range(1, len(code) + 1)), "not executed top to bottom in one fresh run"
+    errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, f"{len(errors)} error outputs"
+    assert re.search(r"start\(\"\d+\.\d+\"\)", "".join(code[0]["source"])), "first code cell must call start()"
+    assert "finish()" in "".join(code[-1]["source"]), "last code cell must call finish()"
+    results = ROOT / "results" / f"{path.stem}.json"
+    assert results.exists(), f"no {results.name}: run `make run NB={path.stem[:4]}`"
+    summary = json.loads(results.read_text())
+    assert summary["checks"]["failed"] == 0 and summary["checks"]["passed"] > 0
+    assert summary["profile"] == "quick"
+
+
+def test_show_prints_source_outside_jupyter(capsys):
+    show(session.P)
+    out = capsys.readouterr().out
+    assert "def P(quick, full):" in out and "helpers/session.py" in out
