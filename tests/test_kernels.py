@@ -24,9 +24,21 @@ def test_compile_check_reports_errors(tmp_path, monkeypatch):
     assert not ok and "undefined_name" in message
 
 
+def test_nvrtc_path_compiles_and_reports_errors(tmp_path, monkeypatch):
+    pytest.importorskip("cupy_backends.cuda.libs.nvrtc", reason="the `gpu` extra (CuPy + NVRTC) is not installed")
+    ok, message = kernels.compile_check("vector_add", compiler="nvrtc")
+    assert ok and "entries vector_add" in message, message
+    monkeypatch.setattr(kernels, "KERNELS", tmp_path)
+    (tmp_path / "broken.cu").write_text('extern "C" __global__ void broken(float* x) { x[0] = undefined_name; }')
+    ok, message = kernels.compile_check("broken", compiler="nvrtc")
+    assert not ok and "undefined_name" in message
+
+
 def test_unknown_kernel():
     with pytest.raises(FileNotFoundError, match="vector_add"):
         kernels.source("nope")
+    with pytest.raises(ValueError, match="compiler"):
+        kernels.compile_check("vector_add", compiler="clang")
 
 
 @pytest.mark.parametrize("n,block", [(1, 32), (1000, 128), (1024, 256), (1025, 256)])

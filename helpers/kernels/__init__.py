@@ -1,7 +1,7 @@
 """CUDA kernels: load `kernels/<name>.cu` into CuPy, compile-check them without a GPU, simulate them on a CPU.
 
 - `load(name)` compiles `kernels/<name>.cu` once into a cached `cupy.RawKernel` (needs CUDA + the `gpu` extra).
-- `compile_check(name)` compiles to PTX with `nvcc --ptx` when present, else NVRTC through CuPy; no GPU needed.
+- `compile_check(name)` compiles to PTX with `nvcc --ptx` when present, else NVRTC (CuPy's bindings); no GPU needed.
 - `simulate(kernel, grid, block, *args)` runs a Python transcription of a kernel over every thread of a
   launch, so the CPU lane checks the indexing logic that the GPU lane then checks on the real kernel.
 
@@ -44,30 +44,53 @@ def load(name: str, function: str | None = None):
     return cupy.RawKernel(source(name), function or name)
 
 
-def compile_check(name: str, arch: str = ARCH) -> tuple[bool, str]:
-    """Compile `kernels/<name>.cu` to PTX; returns (ok, how or the compiler's error)."""
-    code = source(name)
-    nvcc = shutil.which("nvcc")
-    if nvcc:
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / f"{name}.ptx"
-            proc = subprocess.run([nvcc, "--ptx", f"-arch={arch}", "-o", str(out), str(KERNELS / f"{name}.cu")],
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                return False, (proc.stderr or proc.stdout).strip()
-            entries = [ln.split()[-1].rstrip("(") for ln in out.read_text().splitlines() if ".entry" in ln]
-            return True, f"nvcc --ptx -arch={arch}: entries {', '.join(entries)}"
+def _entries(ptx: str) -> str:
+    return ", ".join(ln.split()[-1].rstrip("(") for ln in ptx.splitlines() if ".entry" in ln)
+
+
+def _ptx_nvcc(nvcc: str, path: Path, arch: str) -> tuple[bool, str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / f"{path.stem}.ptx"
+        proc = subprocess.run([nvcc, "--ptx", f"-arch={arch}", "-o", str(out), str(path)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            return False, (proc.stderr or proc.stdout).strip()
+        return True, f"nvcc --ptx -arch={arch}: entries {_entries(out.read_text())}"
+
+
+def _ptx_nvrtc(path: Path, arch: str) -> tuple[bool, str]:
+    """NVRTC through CuPy's raw bindings: needs the NVRTC library (the `gpu` extra), not a GPU or driver."""
     try:
-        from cupy.cuda import compiler
+        from cupy_backends.cuda.libs import nvrtc
     except ImportError:
-        return False, "neither nvcc nor CuPy (pip install -e '.[gpu]') is available to compile CUDA"
+        return False, "neither nvcc nor CuPy's NVRTC (pip install -e '.[gpu]') is available to compile CUDA"
+    program = nvrtc.createProgram(path.read_text(), path.name, (), ())
     try:
-        ptx = compiler.compile_using_nvrtc(code, options=(f"-arch={arch}",), name=f"{name}.cu")
-    except Exception as exc:  # CompileException carries the NVRTC log
-        return False, str(exc).strip()
-    text = ptx.decode() if isinstance(ptx, bytes) else str(ptx)
-    entries = [ln.split()[-1].rstrip("(") for ln in text.splitlines() if ".entry" in ln]
-    return True, f"NVRTC -arch={arch}: entries {', '.join(entries)}"
+        nvrtc.compileProgram(program, (f"-arch={arch}",))
+        ptx = nvrtc.getPTX(program)
+    except nvrtc.NVRTCError:
+        return False, nvrtc.getProgramLog(program).strip()
+    finally:
+        nvrtc.destroyProgram(program)
+    ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
+    return True, f"NVRTC {'.'.join(map(str, nvrtc.getVersion()))} -arch={arch}: entries {_entries(ptx)}"
+
+
+def compile_check(name: str, arch: str = ARCH, compiler: str = "auto") -> tuple[bool, str]:
+    """Compile `kernels/<name>.cu` to PTX; returns (ok, how — or the compiler's error log).
+
+    `compiler`: "nvcc", "nvrtc", or "auto" (nvcc when on PATH, else NVRTC).
+    """
+    source(name)  # clear error for an unknown kernel
+    path = KERNELS / f"{name}.cu"
+    nvcc = shutil.which("nvcc")
+    if compiler == "nvcc" or (compiler == "auto" and nvcc):
+        if not nvcc:
+            return False, "nvcc is not on PATH"
+        return _ptx_nvcc(nvcc, path, arch)
+    if compiler not in ("auto", "nvrtc"):
+        raise ValueError(f"compiler must be 'auto', 'nvcc' or 'nvrtc', got {compiler!r}")
+    return _ptx_nvrtc(path, arch)
 
 
 # --------------------------------------------------------------------------------------------------
