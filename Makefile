@@ -10,8 +10,10 @@ TIMEOUT ?= 900
 
 .PHONY: setup run test test-fast lab bench kernels test-gpu clean
 
-setup: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+STAMP  := $(VENV)/.installed$(if $(EXTRAS),-$(EXTRAS))
+
+setup: $(STAMP)
+$(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
@@ -43,7 +45,8 @@ kernels: setup
 
 ## The GPU lane (a machine with CUDA): GPU tests, kernel checks, notebooks in COURSE_PROFILE (default full);
 ## writes results/gpu/<stem>.json with the device name. Committed notebooks are not overwritten.
-test-gpu: setup
+test-gpu:
+	$(MAKE) setup EXTRAS=gpu
 	$(PY) -m helpers.kernels --check
 	$(PY) -m pytest -m gpu tests
 	COURSE_PROFILE=$${COURSE_PROFILE:-full} $(PY) -m helpers.notebooks run --no-save $(NB)

@@ -48,6 +48,36 @@ def execute(path: Path, save: bool = True, timeout: int = 900) -> float:
     return seconds
 
 
+def modules_table() -> str:
+    """The README's module table: notebook link, status and quick-profile CPU time from results/*.json."""
+    import json
+
+    from .session import BUDGET_SECONDS, RESULTS
+
+    rows = ["| module | notebook | status | CPU time (quick) | checks |", "|---|---|---|---:|---:|"]
+    for module, (stem, title) in MODULES.items():
+        path = NOTEBOOKS / f"{stem}.ipynb"
+        results = RESULTS / f"{stem}.json"
+        if path.exists() and results.exists():
+            r = json.loads(results.read_text())
+            ok = r["checks"]["failed"] == 0
+            rows.append(f"| {module} | [{title}](notebooks/{stem}.ipynb) | {'✅ complete' if ok else '❌ failing'} "
+                        f"| {r['seconds']:.0f} s / {BUDGET_SECONDS[module]} s | {r['checks']['passed']} |")
+        else:
+            rows.append(f"| {module} | {title} | planned | — | — |")
+    return "\n".join(rows)
+
+
+def update_readme() -> None:
+    """Rewrite the table between the README's `modules:start` / `modules:end` markers."""
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    head, rest = text.split("<!-- modules:start", 1)
+    marker_line, rest = rest.split("\n", 1)
+    _, tail = rest.split("<!-- modules:end -->", 1)
+    readme.write_text(f"{head}<!-- modules:start{marker_line}\n{modules_table()}\n<!-- modules:end -->{tail}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("command", choices=["run"])
@@ -64,6 +94,8 @@ def main(argv=None) -> int:
         except Exception as exc:  # report every notebook, then fail
             failures += 1
             print(f"  ✗ {path.name}: {type(exc).__name__}: {str(exc)[-2000:]}", flush=True)
+    if not args.no_save:
+        update_readme()
     return 1 if failures else 0
 
 
