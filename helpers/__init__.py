@@ -2,9 +2,9 @@
 from .checks import check, check_at_least, check_at_most, check_close, check_equal, cmp
 from .device import device, gpu_only, has_cuda, requires_gpu
 from .session import MODULES, P, finish, gpu_results, profile, start
-from .show import show
+from .show import md_table, show
 
 __all__ = [
     "MODULES", "P", "check", "check_at_least", "check_at_most", "check_close", "check_equal", "cmp",
-    "device", "finish", "gpu_only", "gpu_results", "has_cuda", "profile", "requires_gpu", "show", "start",
+    "device", "finish", "gpu_only", "gpu_results", "has_cuda", "md_table", "profile", "requires_gpu", "show", "start",
 ]

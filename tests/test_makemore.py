@@ -170,3 +170,22 @@ def test_training_sweep_evaluate_and_sample():
     names = sample(m, 10, 3, itos, generator=g(4))
     assert len(names) == 10 and all(set(n) <= set("abemov") for n in names)
     assert step_schedule(0.1, 100)(74) == 0.1 and step_schedule(0.1, 100)(75) == pytest.approx(0.01)
+
+
+def test_ngram_counts_match_a_dense_table_and_scale_to_long_contexts():
+    words = ["emma", "ava", "bob", "abba", "anna", "bea", "mae"]
+    stoi, _ = build_vocab(words)
+    V = len(stoi)
+    Xtr, Ytr = build_dataset(words[:5], 2, stoi)
+    Xva, Yva = build_dataset(words[5:], 2, stoi)
+    N = torch.zeros(V, V, V, dtype=torch.float64)  # dense trigram table, by a python loop
+    for (a, b), y in zip(Xtr.tolist(), Ytr.tolist()):
+        N[a, b, y] += 1
+    P = (N + 0.1) / (N.sum(2, keepdim=True) + 0.1 * V)
+    dense = -sum(math.log(P[a, b, y]) for (a, b), y in zip(Xva.tolist(), Yva.tolist())) / len(Yva)
+    assert bg.ngram_val_nll(Xtr, Ytr, Xva, Yva, V, alpha=0.1) == pytest.approx(dense, abs=1e-12)
+    X8, Y8 = build_dataset(words, 8, stoi)  # a 9-gram: 7^9 cells, only the seen ones are stored
+    assert bg.ngram_val_nll(X8, Y8, X8, Y8, V) < bg.ngram_val_nll(*build_dataset(words, 1, stoi), *build_dataset(words, 1, stoi), V)
+    with pytest.raises(ValueError, match="int64"):
+        bg.ngram_val_nll(torch.zeros(1, 14, dtype=torch.long), torch.zeros(1, dtype=torch.long),
+                         torch.zeros(1, 14, dtype=torch.long), torch.zeros(1, dtype=torch.long), 27)

@@ -56,3 +56,19 @@ def test_show_prints_source_outside_jupyter(capsys):
     show(session.P)
     out = capsys.readouterr().out
     assert "def P(quick, full):" in out and "helpers/session.py" in out
+
+
+def test_show_unwraps_decorators(capsys):
+    from helpers.makemore.backprop import backward  # decorated with @torch.no_grad()
+
+    show(backward)
+    out = capsys.readouterr().out
+    assert "def backward(p: dict" in out and "helpers/makemore/backprop.py" in out and "_contextlib" not in out
+
+
+def test_md_table_text(capsys):
+    from helpers import md_table
+
+    text = md_table(["model", "loss"], [["bigram", 2.45], ["mlp", "2.17"]])
+    assert text.splitlines() == ["| model | loss |", "|---|---|", "| bigram | 2.45 |", "| mlp | 2.17 |"]
+    assert capsys.readouterr().out.strip() == text

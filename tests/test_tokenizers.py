@@ -5,10 +5,9 @@ from hypothesis import strategies as st
 
 from helpers.tokenizers import BasicTokenizer, CharTokenizer, RegexTokenizer, gpt2_tokenizer, gpt4_tokenizer
 from helpers.tokenizers.base import bpe, get_stats, merge, most_frequent
+from helpers.tokenizers.hard_text import HARD_TEXT
 
-HARD = ("Hello world!!! ΓΕΙΑ σου 😀🎉👩‍👩‍👧 𝓤𝓷𝓲𝓬𝓸𝓭𝓮\t\ttabs\r\n\r\nCRLF   \n\n  trailing \u00a0nbsp \u200b 12345678 "
-        "3.14159 1,000,000 I'm you'LL THEY'RE it's\ndef f(x):\n    return x**2  # code\n\tif a!=b: print(\"ok\")\n"
-        "中文字符 日本語 한국어 العربية \x00\x01 <|endoftext|> end   ")
+HARD = HARD_TEXT
 TEXT = "aaabdaaabac " * 3 + "the cat sat on the mat; the hat. " * 5
 
 
@@ -136,3 +135,15 @@ def test_bad_input(gpt2):
         CharTokenizer("abc").decode([3])
     with pytest.raises(ValueError, match="already used"):
         RegexTokenizer().train(TEXT, 300).register_special_tokens({"<|x|>": 260})
+
+
+def test_truncated_equals_training_with_the_smaller_vocabulary():
+    text = TEXT + HARD * 2
+    big = RegexTokenizer().train(text, 330)
+    big.register_special_tokens({"<|endoftext|>": 330})
+    small = big.truncated(300)
+    assert small.merges == RegexTokenizer().train(text, 300).merges
+    assert small.vocab_size == 300 and small.special_tokens == {} and big.vocab_size == 331  # the original is untouched
+    assert small.decode(small.encode(text, allowed_special="none")) == text
+    with pytest.raises(ValueError, match="merges"):
+        big.truncated(400)

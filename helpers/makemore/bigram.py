@@ -101,11 +101,21 @@ def ngram_val_nll(Xtr: torch.Tensor, Ytr: torch.Tensor, Xva: torch.Tensor, Yva: 
     """Add-alpha n-gram count model (n = context length + 1) fitted on (Xtr, Ytr), NLL on (Xva, Yva).
 
     Each context of k characters is one row of a (V^k, V) table: the table grows as 27^k and most
-    rows are never seen, which is the n-gram's limitation that neural models remove.
+    rows are never seen, which is the n-gram's limitation that neural models remove. Only the rows
+    that occur are stored (sorted unique keys + binary search), so even a 9-gram (27^9 cells) fits.
     """
     k = Xtr.shape[1]
+    if vocab_size ** (k + 1) >= 2 ** 63:
+        raise ValueError(f"a {k + 1}-gram over {vocab_size} symbols does not fit int64 keys")
     base = vocab_size ** torch.arange(k - 1, -1, -1)  # context -> row number (base-V digits)
-    rows = vocab_size ** k
-    N = torch.bincount((Xtr @ base) * vocab_size + Ytr, minlength=rows * vocab_size).view(rows, vocab_size).double()
-    P = (N + alpha) / (N.sum(1, keepdim=True) + alpha * vocab_size)  # (V^k, V)
-    return -P[Xva @ base, Yva].log().mean().item()
+    ctx_tr, ctx_va = Xtr @ base, Xva @ base  # (N,), (M,)
+    pair_keys, pair_n = torch.unique(ctx_tr * vocab_size + Ytr, return_counts=True)  # sorted
+    ctx_keys, ctx_n = torch.unique(ctx_tr, return_counts=True)
+
+    def count(keys: torch.Tensor, n: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        i = torch.searchsorted(keys, query).clamp(max=len(keys) - 1)
+        return torch.where(keys[i] == query, n[i], 0).double()
+
+    n_pair = count(pair_keys, pair_n, ctx_va * vocab_size + Yva)  # N[context, next] for each val example
+    n_ctx = count(ctx_keys, ctx_n, ctx_va)  # row totals
+    return -((n_pair + alpha) / (n_ctx + alpha * vocab_size)).log().mean().item()

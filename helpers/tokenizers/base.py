@@ -103,6 +103,24 @@ class Tokenizer:
         self.vocab = self._build_vocab()
         self._cache.clear()
 
+    def truncated(self, vocab_size: int) -> "Tokenizer":
+        """A copy keeping only the first `vocab_size - 256` merges (no special tokens).
+
+        Merges are learned greedily in order, so this is exactly the tokenizer that training with the
+        smaller `vocab_size` would have produced: one training run gives a whole vocabulary-size sweep.
+        """
+        import copy
+
+        n = self._check_vocab_size(vocab_size)
+        if n > len(self.merges):
+            raise ValueError(f"vocab_size {vocab_size} needs {n} merges; this tokenizer has {len(self.merges)}")
+        out = copy.copy(self)
+        out.merges = dict(list(self.merges.items())[:n])
+        out.special_tokens = {}
+        out.vocab = out._build_vocab()
+        out._cache = {}
+        return out
+
     # ---- training (subclasses) -------------------------------------------------------------------------
     def train(self, text: str, vocab_size: int, verbose: bool = False) -> "Tokenizer":
         raise NotImplementedError
