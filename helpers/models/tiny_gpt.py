@@ -1,7 +1,7 @@
 """A small GPT trained on tinyshakespeare characters, once, then cached: the model later modules
 (quantization, pruning, GGUF export, serving) compress and serve.
 
-`tiny = load_tiny_gpt()` trains it with the fixed RECIPE below the first time (about a minute on a
+`tiny = load_tiny_gpt()` trains it with the fixed RECIPE below the first time (about 15 s on a
 2-core CPU; validation loss 2.02 nats/char) and saves it under `<repo>/cache/` (git-ignored); later
 calls load it in well under a second.
 `model, encode, decode = load_tiny_gpt()` also works.
