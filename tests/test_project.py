@@ -72,3 +72,36 @@ def test_md_table_text(capsys):
     text = md_table(["model", "loss"], [["bigram", 2.45], ["mlp", "2.17"]])
     assert text.splitlines() == ["| model | loss |", "|---|---|", "| bigram | 2.45 |", "| mlp | 2.17 |"]
     assert capsys.readouterr().out.strip() == text
+
+
+# The syllabus sections each notebook must have, as `<heading prefix> <n>` for n = 1..count.
+REQUIRED_SECTIONS = {
+    "0-01-ml-fundamentals": {"## Exercise": 5, "### Capstone Step": 7},
+    "0-02-deep-learning-foundations": {"## Exercise": 5, "### Capstone Step": 7},
+    "0-03-cnns": {"## Exercise": 5, "### Capstone Step": 7},
+    "0-07-zero-to-hero": {"## Lecture": 10, "### Milestone": 7, "## Check": 7, "### Phase": 5},
+}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_syllabus_section_is_there_and_ends_in_checks(path):
+    required = REQUIRED_SECTIONS.get(path.stem)
+    if required is None:
+        pytest.skip(f"no section list for {path.stem} yet")
+    cells = json.loads(path.read_text())["cells"]
+    sections, current = {}, None  # "## Exercise 3" -> has a check call in its code cells
+    heading = re.compile(r"^(#{2,3} [A-Za-z ]+?) (\d+)\b", re.M)
+    for cell in cells:
+        src = "".join(cell["source"])
+        if cell["cell_type"] == "markdown":
+            for prefix, n in heading.findall(src):
+                if prefix in required:
+                    current = f"{prefix} {n}"
+                    sections.setdefault(current, False)
+        elif current is not None and re.search(r"\b(check\w*|cmp)\(", src):
+            sections[current] = True
+    for prefix, count in required.items():
+        for n in range(1, count + 1):
+            name = f"{prefix} {n}"
+            assert name in sections, f"{path.name}: no '{name} …' heading"
+            assert sections[name], f"{path.name}: section '{name}' has no check before the next section"
