@@ -24,9 +24,10 @@ $(STAMP): pyproject.toml
 run: setup
 	$(PY) -m helpers.notebooks run $(NB)
 
-## Helper unit tests + every notebook through nbval (GPU tests skipped without CUDA).
+## Helper unit tests + every notebook through nbval (GPU tests skipped without CUDA); the notebooks' results
+## files go to a scratch folder, so a test run never rewrites the committed results/.
 test: setup
-	$(PY) -m pytest -m "not gpu" tests --nbval-lax --nbval-cell-timeout=$(TIMEOUT) $(call nb_paths,$(NB))
+	COURSE_RESULTS_DIR=$$(mktemp -d) $(PY) -m pytest -m "not gpu" tests --nbval-lax --nbval-cell-timeout=$(TIMEOUT) $(call nb_paths,$(NB))
 
 ## Helper unit tests only.
 test-fast: setup

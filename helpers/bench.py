@@ -26,7 +26,10 @@ MODULE_BENCHMARKS = {
 def notebook_rows(selectors: list[str]) -> list[dict]:
     from .notebooks import execute, find
 
+    import tempfile
+
     os.environ.setdefault("COURSE_PROFILE", "quick")
+    os.environ["COURSE_RESULTS_DIR"] = tempfile.mkdtemp(prefix="bench-results-")  # timing runs leave results/ alone
     ids = {stem: module for module, (stem, _) in MODULES.items()}
     rows = []
     for path in find(selectors):

@@ -47,6 +47,15 @@ MODULES = {
 BUDGET_SECONDS = {module: 150 for module in MODULES} | {"0.7": 360}
 
 
+def results_dir() -> Path:
+    """Where `finish()` writes: `results/`, or `COURSE_RESULTS_DIR` when set.
+
+    `make test` and `make bench` re-execute notebooks to test and time them; they point this at a
+    scratch folder so that only `make run` (which also saves the outputs) rewrites the committed record.
+    """
+    return Path(os.environ.get("COURSE_RESULTS_DIR") or RESULTS)
+
+
 def profile() -> str:
     """The active profile, from `COURSE_PROFILE` (default `quick`)."""
     name = os.environ.get("COURSE_PROFILE", "quick").strip().lower() or "quick"
@@ -116,8 +125,8 @@ class Run:
         return time.perf_counter() - self.started
 
     def results_path(self) -> Path:
-        sub = RESULTS / "gpu" if self.device.startswith("cuda") else RESULTS
-        return sub / f"{self.stem}.json"
+        base = results_dir()
+        return (base / "gpu" if self.device.startswith("cuda") else base) / f"{self.stem}.json"
 
     def summary(self) -> dict:
         return {

@@ -7,6 +7,7 @@ from helpers import session
 def run(tmp_path, monkeypatch):
     """A course run whose results go to a temporary folder."""
     monkeypatch.setattr(session, "RESULTS", tmp_path / "results")
+    monkeypatch.delenv("COURSE_RESULTS_DIR", raising=False)
     r = session.start("0.1")
     yield r
     session._current = None

@@ -60,3 +60,12 @@ def test_every_module_has_a_valid_stem():
         part, number = module.split(".")
         assert stem.startswith(f"{part}-{int(number):02d}-"), stem
         assert title
+
+
+def test_results_dir_override(run, tmp_path, monkeypatch):
+    scratch = tmp_path / "scratch"
+    monkeypatch.setenv("COURSE_RESULTS_DIR", str(scratch))
+    check("ok", True)
+    finish()
+    assert (scratch / "0-01-ml-fundamentals.json").exists()
+    assert not (session.RESULTS / "0-01-ml-fundamentals.json").exists()
