@@ -184,3 +184,21 @@ def test_grad_of_exp_tanh_closed_forms():
     y.backward()
     expected = (1 - math.tanh(0.3) ** 2) * math.exp(0.3) + math.tanh(0.3) * math.exp(0.3)
     assert x.grad == pytest.approx(expected, abs=1e-12)
+
+
+def test_graph_layout_puts_inputs_left_of_their_users():
+    from helpers.draw_graph import draw_graph, graph_layout
+
+    a, b, c = Value(2.0, label="a"), Value(-3.0, label="b"), Value(10.0, label="c")
+    e = a * b
+    d = e + c
+    L = d * Value(-2.0, label="f")
+    pos = graph_layout(L)
+    assert len(pos) == 7 and pos[L][0] == max(x for x, _ in pos.values())
+    for node in pos:
+        for child in node._prev:
+            assert pos[child][0] < pos[node][0]
+    assert pos[c][0] == pos[e][0]  # a leaf sits just before its first use, beside e
+    import matplotlib
+    matplotlib.use("Agg")
+    assert draw_graph(L) is not None
