@@ -26,7 +26,9 @@ class Value:
         self.data = float(data)
         self.grad = 0.0
         self._backward = lambda g: None  # given g = dL/d self, adds the chain-rule terms to the children
-        self._prev = set(_children)
+        # the distinct inputs, in order: a set (micrograd's choice) would make the order in which gradients
+        # are summed, and so their last bits, change from run to run
+        self._prev = tuple(dict.fromkeys(_children))
         self._op = _op
         self.label = label
 
