@@ -1,5 +1,5 @@
-"""Language-model plumbing shared by Lectures 7-10: batches, nanoGPT's learning-rate schedule, the training
-loop, and evaluation in nats per token and bits per character.
+"""Language-model plumbing shared by Lectures 7-10: batches, the training loop with nanoGPT's schedule,
+evaluation in nats per token and bits per character, seeded text generation and the demo panel.
 
 Losses are natural-log cross-entropies (nats per token). To compare models with different tokenizers we
 report bits per character: total nats over the validation text / ln 2 / number of characters.
@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+
+from .nn.optim import cosine_lr  # nanoGPT's schedule: warmup, cosine decay, flat
 
 
 def split(ids, frac: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,16 +33,6 @@ def get_batch(data: torch.Tensor, block_size: int, batch_size: int,
     x = torch.stack([data[i:i + block_size] for i in ix.tolist()])  # (B, T)
     y = torch.stack([data[i + 1:i + 1 + block_size] for i in ix.tolist()])  # (B, T)
     return (x, y) if device is None else (x.to(device), y.to(device))
-
-
-def cosine_lr(it: int, lr: float, min_lr: float, warmup_iters: int, decay_iters: int) -> float:
-    """nanoGPT's schedule: linear warmup to `lr`, cosine decay to `min_lr` at `decay_iters`, then flat."""
-    if it < warmup_iters:
-        return lr * (it + 1) / (warmup_iters + 1)
-    if it > decay_iters:
-        return min_lr
-    ratio = (it - warmup_iters) / max(1, decay_iters - warmup_iters)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
 
 
 @torch.no_grad()
@@ -128,7 +120,7 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainCon
             out.evals.append((it, estimate_loss(model, train_data, cfg.block_size, cfg.batch_size, cfg.eval_iters, eval_gen, device),
                               estimate_loss(model, val_data, cfg.block_size, cfg.batch_size, cfg.eval_iters, eval_gen, device)))
         for group in opt.param_groups:
-            group["lr"] = cosine_lr(it, cfg.lr, cfg.min_lr, cfg.warmup_iters, decay_iters)
+            group["lr"] = cosine_lr(it, decay_iters, cfg.lr, cfg.min_lr, cfg.warmup_iters)
         x, y = get_batch(train_data, cfg.block_size, cfg.batch_size, gen, device)
         _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)
@@ -145,6 +137,17 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainCon
     out.seconds = time.perf_counter() - t0
     model.eval()
     return out
+
+
+@torch.no_grad()
+def generate_text(model, encode, decode, prompt: str, max_new_tokens: int, temperature: float = 1.0,
+                  top_k: int | None = None, top_p: float | None = None, seed: int = 0) -> str:
+    """Seeded sampling from a text prompt through any tokenizer (`encode` / `decode`); returns prompt + continuation."""
+    device = next(model.parameters()).device
+    idx = torch.tensor([encode(prompt)], dtype=torch.long, device=device)  # (1, T)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out = model.generate(idx, max_new_tokens, temperature, top_k, top_p, generator=gen)
+    return decode(out[0].tolist())
 
 
 def demo_panel(generators: dict, prompt: str = "ROMEO:", max_new_tokens: int = 200, show_widgets: bool = True):

@@ -23,11 +23,16 @@ def show(obj) -> None:
     print(f"# {where}\n{source}")
 
 
-def md_table(header: list, rows: list) -> str:
-    """Display a small Markdown table (rendered in Jupyter, printed elsewhere); returns its Markdown text."""
+def markdown_table(header: list, rows: list) -> str:
+    """The Markdown text of a small table: a header row, then one row per list of cells."""
     lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    text = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def md_table(header: list, rows: list) -> str:
+    """Display `markdown_table(header, rows)` (rendered in Jupyter, printed elsewhere); returns its text."""
+    text = markdown_table(header, rows)
     try:
         from IPython import get_ipython
         from IPython.display import Markdown, display

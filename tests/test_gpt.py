@@ -115,3 +115,30 @@ def test_top_k_top_p_filtering():
     model = small_model()
     out = model.generate(torch.zeros(1, 1, dtype=torch.long), 10, top_k=1, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out, model.generate(torch.zeros(1, 1, dtype=torch.long), 10, temperature=0))
+
+
+def test_generate_text_is_seeded_and_keeps_the_prompt():
+    from helpers.lm import generate_text
+    from helpers.tokenizers import CharTokenizer
+
+    tok = CharTokenizer("abcdef\n")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=8, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=8)).eval()
+    a = generate_text(model, tok.encode, tok.decode, "abc", 20, temperature=1.0, seed=3)
+    b = generate_text(model, tok.encode, tok.decode, "abc", 20, temperature=1.0, seed=3)
+    assert a == b and a.startswith("abc") and len(a) == 23
+    greedy = generate_text(model, tok.encode, tok.decode, "abc", 20, temperature=0.0)
+    assert greedy == generate_text(model, tok.encode, tok.decode, "abc", 20, top_k=1, seed=9)
+
+
+def test_lm_uses_nanogpts_schedule():
+    import math
+
+    from helpers.lm import cosine_lr
+
+    lr, lo, warm, decay = 1e-3, 1e-4, 100, 2000
+    assert cosine_lr(0, decay, lr, lo, warm) == pytest.approx(lr / 101)  # nanoGPT: lr * (it + 1) / (warmup + 1)
+    assert cosine_lr(99, decay, lr, lo, warm) == pytest.approx(lr * 100 / 101)
+    assert cosine_lr(100, decay, lr, lo, warm) == pytest.approx(lr)
+    assert cosine_lr(1050, decay, lr, lo, warm) == pytest.approx(lo + 0.5 * (lr - lo) * (1 + math.cos(math.pi * 0.5)))
+    assert cosine_lr(2000, decay, lr, lo, warm) == pytest.approx(lo) and cosine_lr(5000, decay, lr, lo, warm) == lo

@@ -189,3 +189,16 @@ def test_ngram_counts_match_a_dense_table_and_scale_to_long_contexts():
     with pytest.raises(ValueError, match="int64"):
         bg.ngram_val_nll(torch.zeros(1, 14, dtype=torch.long), torch.zeros(1, dtype=torch.long),
                          torch.zeros(1, 14, dtype=torch.long), torch.zeros(1, dtype=torch.long), 27)
+
+
+def test_example_losses_and_sample_chain():
+    from helpers.makemore.train import example_losses
+
+    m = mlp(7, 3, 4, 8, generator=g())
+    X, Y = torch.randint(0, 7, (50, 3), generator=g(1)), torch.randint(0, 7, (50,), generator=g(2))
+    per = example_losses(m, X, Y, chunk=16)
+    assert per.shape == (50,) and evaluate(m, X, Y) == pytest.approx(per.mean().item(), abs=1e-6)
+    assert torch.allclose(per, F.cross_entropy(m.eval()(X), Y, reduction="none"), atol=1e-6)
+    P = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])  # 0 -> 1 -> 2 -> 0, no choice
+    assert bg.sample_chain(P, 5, start=0) == [1, 2, 0, 1, 2]
+    assert bg.sample_chain(P, 5, start=0, stop=0) == [1, 2]  # the stop id ends the walk and is not kept

@@ -39,6 +39,18 @@ def nll(P: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> float:
     return -P[xs, ys].log().mean().item()
 
 
+def sample_chain(P: torch.Tensor, n: int, start: int = 0, stop: int | None = None,
+                 generator: torch.Generator | None = None) -> list[int]:
+    """Walk the Markov chain P (V, V) from `start`: up to n sampled ids, ending early when `stop` is drawn."""
+    ix, out = start, []
+    for _ in range(n):
+        ix = torch.multinomial(P[ix], 1, generator=generator).item()
+        if ix == stop:
+            break
+        out.append(ix)
+    return out
+
+
 def dict_bigram_nll(words: list[str], alpha: float = 1.0) -> float:
     """The same smoothed-count NLL in pure python (dicts and math.log): an independent oracle."""
     chars = sorted(set("".join(words)) | {BOUNDARY})

@@ -55,14 +55,18 @@ def train(model: Sequential, X: torch.Tensor, Y: torch.Tensor, steps: int, batch
 
 
 @torch.no_grad()
-def evaluate(model: Sequential, X: torch.Tensor, Y: torch.Tensor, chunk: int = 65536) -> float:
-    """Mean cross-entropy (nats per character) in evaluation mode (BatchNorm uses its running stats)."""
+def example_losses(model: Sequential, X: torch.Tensor, Y: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+    """Cross-entropy of every example (nats), in evaluation mode (BatchNorm uses its running stats)."""
     model.eval()
-    total = 0.0
-    for s in range(0, len(X), chunk):
-        total += F.cross_entropy(model(X[s:s + chunk]), Y[s:s + chunk], reduction="sum").item()
+    out = torch.cat([F.cross_entropy(model(X[s:s + chunk]), Y[s:s + chunk], reduction="none")
+                     for s in range(0, len(X), chunk)])
     model.train()
-    return total / len(X)
+    return out
+
+
+def evaluate(model: Sequential, X: torch.Tensor, Y: torch.Tensor, chunk: int = 65536) -> float:
+    """Mean cross-entropy (nats per character) in evaluation mode."""
+    return example_losses(model, X, Y, chunk).double().mean().item()
 
 
 def lr_range_sweep(model: Sequential, X: torch.Tensor, Y: torch.Tensor, lrs: torch.Tensor, batch_size: int,

@@ -94,11 +94,9 @@ def run() -> list[dict]:
 
 def markdown_table(rows: list[dict], columns: list[str], fmt: str = "{:.3f}") -> str:
     """A Markdown table of `rows` (dicts) with the given columns; floats formatted with `fmt`."""
-    def cell(v):
-        return fmt.format(v) if isinstance(v, float) else str(v)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r[c]) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
+    from ..show import markdown_table as table
+
+    return table(columns, [[fmt.format(r[c]) if isinstance(r[c], float) else r[c] for c in columns] for r in rows])
 
 
 if __name__ == "__main__":

@@ -53,11 +53,9 @@ class TinyGPT:
     def generate(self, prompt: str = "\n", max_new_tokens: int = 200, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, seed: int = 0) -> str:
         """Seeded sampling from a text prompt; returns prompt + continuation."""
-        device = next(self.model.parameters()).device
-        idx = torch.tensor([self.encode(prompt)], dtype=torch.long, device=device)  # (1, T)
-        gen = torch.Generator(device=device).manual_seed(seed)
-        out = self.model.generate(idx, max_new_tokens, temperature, top_k, top_p, generator=gen)
-        return self.decode(out[0].tolist())
+        from ..lm import generate_text
+
+        return generate_text(self.model, self.encode, self.decode, prompt, max_new_tokens, temperature, top_k, top_p, seed)
 
 
 def load_tiny_gpt(retrain: bool = False, progress: bool = True, device=None) -> TinyGPT:

@@ -110,8 +110,11 @@ def clip_grad_norm(grads, max_norm: float) -> float:
 
 
 def cosine_lr(step: int, total: int, lr_max: float, lr_min: float = 0.0, warmup: int = 0) -> float:
-    """Linear warmup for `warmup` steps, then cosine decay from lr_max to lr_min at step `total`."""
+    """Linear warmup for `warmup` steps, then cosine decay from lr_max to lr_min at step `total`, then flat.
+
+    The warmup is nanoGPT's, lr_max * (step + 1) / (warmup + 1), so `helpers.lm` reproduces its runs with it.
+    """
     if step < warmup:
-        return lr_max * (step + 1) / warmup
+        return lr_max * (step + 1) / (warmup + 1)
     t = min(1.0, (step - warmup) / max(1, total - warmup))
     return lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * t))
