@@ -8,7 +8,7 @@ EXTRAS ?=
 NB     ?=
 TIMEOUT ?= 900
 
-.PHONY: setup run test test-fast lab bench kernels test-gpu clean
+.PHONY: setup run test test-fast lab student bench kernels test-gpu clean
 
 STAMP  := $(VENV)/.installed$(if $(EXTRAS),-$(EXTRAS))
 
@@ -26,17 +26,29 @@ run: setup
 
 ## Helper unit tests + every notebook through nbval (GPU tests skipped without CUDA); the notebooks' results
 ## files go to a scratch folder, so a test run never rewrites the committed results/.
+## WORKERS=2 (default) runs two test files / notebooks at a time (pytest-xdist, one notebook per worker), each
+## worker's torch on one thread so that the two share the cores instead of fighting over them; WORKERS=1 is serial.
+WORKERS ?= 2
+XDIST   = $(if $(filter-out 0 1,$(WORKERS)),-n $(WORKERS) --dist loadfile)
 test: setup
-	COURSE_RESULTS_DIR=$$(mktemp -d) $(PY) -m pytest -m "not gpu" tests --nbval-lax --nbval-cell-timeout=$(TIMEOUT) $(call nb_paths,$(NB))
+	COURSE_RESULTS_DIR=$$(mktemp -d) $(if $(XDIST),OMP_NUM_THREADS=1 MKL_NUM_THREADS=1) \
+	  $(PY) -m pytest -m "not gpu" $(XDIST) tests --nbval-lax --nbval-cell-timeout=$(TIMEOUT) $(call nb_paths,$(NB))
 
 ## Helper unit tests only.
 test-fast: setup
 	$(PY) -m pytest -m "not gpu and not slow" tests
 
+## JupyterLab at the repository root: notebooks/ (instructor) and student/ (`make student`). As root (a container's
+## default user) Jupyter refuses to start without --allow-root, so it is added when the user id is 0.
+LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(LAB_FLAGS) $(LAB_ARGS) --ServerApp.root_dir=$(CURDIR)
 
-## Per-notebook time (quick profile) + module benchmarks -> results/bench.json
+## The student edition: student/<notebook>.ipynb with each exercise's solution replaced by a stub (NB=0-01 for one).
+student: setup
+	$(PY) -m helpers.student $(NB)
+
+## Per-notebook time (quick profile) + module benchmarks + (no NB given) the fresh-clone CI time -> results/bench.json
 bench: setup
 	$(PY) -m helpers.bench $(NB)
 
@@ -53,7 +65,7 @@ test-gpu:
 	COURSE_PROFILE=$${COURSE_PROFILE:-full} $(PY) -m helpers.notebooks run --no-save $(NB)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info student
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 nb_paths = $(if $(1),$(wildcard notebooks/$(1)*.ipynb),notebooks/)

@@ -214,7 +214,7 @@ def _check(path: Path, checksum: str, where: str) -> None:
 
 def download(url: str, target: Path, checksum: str | None, timeout: float = 30.0) -> Path:
     """Download `url` to `target` atomically (temp file + rename) with a progress bar, then verify it."""
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
@@ -229,7 +229,7 @@ def download(url: str, target: Path, checksum: str | None, timeout: float = 30.0
         with response, open(tmp, "wb") as out:
             expected = int(response.headers.get("Content-Length") or 0) or None
             got = 0
-            with tqdm(total=expected, unit="B", unit_scale=True, desc=target.name, leave=False) as bar:
+            with progress_bar(total=expected, unit="B", unit_scale=True, desc=target.name, leave=False) as bar:
                 try:
                     for block in iter(lambda: response.read(1 << 16), b""):
                         out.write(block)

@@ -36,22 +36,22 @@ def draw_graph(root, ax=None):
     pos = graph_layout(root)
     xs = [x for x, _ in pos.values()]
     ys = [y for _, y in pos.values()]
-    if ax is None:  # one inch per unit of x, so the boxes (about 1.2 in wide) fit between columns 3 apart
-        _, ax = plt.subplots(figsize=(max(xs) - min(xs) + 2.4, 0.6 * (max(ys) - min(ys)) + 1.2))
+    if ax is None:  # one inch per unit of x, so the boxes (about 1.5 in wide at 8 pt) fit between columns 3 apart
+        _, ax = plt.subplots(figsize=(max(7.2, max(xs) - min(xs) + 2.6), 0.75 * (max(ys) - min(ys)) + 1.4))
     box = dict(boxstyle="round,pad=0.3", fc="white", ec="0.3")
     for node, (x, y) in pos.items():
         ax.text(x, y, f"{node.label or '·'}\ndata {node.data:.4g} | grad {node.grad:.4g}", ha="center", va="center",
-                fontsize=7, bbox=box, zorder=3)
+                fontsize=8, bbox=box, zorder=3)
         if node._op:
             ox = x - 1.5
-            ax.text(ox, y, node._op, ha="center", va="center", fontsize=7, zorder=3,
+            ax.text(ox, y, node._op, ha="center", va="center", fontsize=8, zorder=3,
                     bbox=dict(boxstyle="circle,pad=0.25", fc="lightsteelblue", ec="0.3"))
             ax.annotate("", xy=(x - 0.8, y), xytext=(ox + 0.25, y), arrowprops=dict(arrowstyle="->", color="0.4"))
             for child in node._prev:
                 cx, cy = pos[child]
                 ax.annotate("", xy=(ox - 0.25, y), xytext=(cx + 0.8, cy), zorder=1,
                             arrowprops=dict(arrowstyle="->", color="0.6"))
-    ax.set_xlim(min(xs) - 1.2, max(xs) + 1.2)
+    ax.set_xlim(min(xs) - 1.3, max(xs) + 1.3)
     ax.set_ylim(min(ys) - 0.7, max(ys) + 0.7)
     ax.axis("off")
     return ax

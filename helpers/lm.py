@@ -104,7 +104,7 @@ class TrainResult:
 def train(model, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainConfig,
           seed: int = 0, progress: bool = True, device=None) -> TrainResult:
     """nanoGPT's loop: AdamW (decay on matrices), warmup + cosine lr, grad-norm clipping, periodic eval."""
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     device = device or next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)  # batches: independent of the global RNG
@@ -114,7 +114,7 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainCon
     out = TrainResult()
     model.train()
     t0 = time.perf_counter()
-    bar = tqdm(range(cfg.max_iters), disable=not progress, mininterval=1.0, leave=False)
+    bar = progress_bar(range(cfg.max_iters), disable=not progress, mininterval=1.0, leave=False)
     for it in bar:
         if cfg.eval_interval and it % cfg.eval_interval == 0 and it > 0:
             out.evals.append((it, estimate_loss(model, train_data, cfg.block_size, cfg.batch_size, cfg.eval_iters, eval_gen, device),
@@ -150,17 +150,24 @@ def generate_text(model, encode, decode, prompt: str, max_new_tokens: int, tempe
     return decode(out[0].tolist())
 
 
-def demo_panel(generators: dict, prompt: str = "ROMEO:", max_new_tokens: int = 200, show_widgets: bool = True):
+def demo_panel(generators: dict, prompt: str = "ROMEO:", max_new_tokens: int = 200, show_widgets: bool | None = None):
     """Phase 5's playground: prompt, model, temperature, top-k -> a sample.
 
     `generators` maps a model name to `fn(prompt, max_new_tokens, temperature, top_k, seed) -> str`.
     Shows an ipywidgets panel when available (live only in a running kernel) and always prints one
     seeded sample per model, so a saved notebook shows output too. Returns the printed samples.
+    `show_widgets=None`: the panel in an interactive session, none in a headless run (`make run`), where
+    a widget would be saved as its useless text fallback.
     """
+    from .progress import headless
+
     samples = {name: fn(prompt, max_new_tokens, 0.8, 20, 0) for name, fn in generators.items()}
     for name, text in samples.items():
         print(f"--- {name} (temperature 0.8, top-k 20, seed 0) ---\n{text}\n")
+    if show_widgets is None:
+        show_widgets = not headless()
     if not show_widgets:
+        print("(headless run: the interactive panel appears when this cell runs in JupyterLab)")
         return samples
     try:
         import ipywidgets as w

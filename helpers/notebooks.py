@@ -6,6 +6,7 @@ Used by `make run` (outputs saved in place, in execution order), `make bench` (t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ def execute(path: Path, save: bool = True, timeout: int = 900) -> float:
     import nbformat
     from nbclient import NotebookClient
 
+    os.environ["COURSE_HEADLESS"] = "1"  # progress bars print their final line, not a widget (helpers.progress)
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                             resources={"metadata": {"path": str(path.parent)}})
@@ -44,6 +46,9 @@ def execute(path: Path, save: bool = True, timeout: int = 900) -> float:
     finally:
         seconds = time.perf_counter() - t0
         if save:
+            from .student import tag
+
+            tag(nb)  # nbgrader's solution metadata on every cell with a `### BEGIN SOLUTION` region
             nbformat.write(nb, path)
     return seconds
 

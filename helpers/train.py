@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from .device import device as default_device
 
@@ -107,7 +107,7 @@ def fit(model: torch.nn.Module, train, val=None, *, epochs: int,
         raise ValueError("a scheduler needs the number of batches: pass (x, y) or a sized loader")
     sched = scheduler(opt, epochs * per_epoch) if scheduler is not None else None
     hist = History()
-    bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(range(epochs), desc=desc, disable=not progress, leave=False)
     for _ in bar:
         model.train()
         t0, total_loss, correct, n = time.perf_counter(), 0.0, 0, 0

@@ -1,6 +1,11 @@
+import os
+
 import pytest
 
 from helpers import session
+
+# nbval's kernels inherit this: progress bars print one final line instead of a widget (helpers.progress).
+os.environ["COURSE_HEADLESS"] = "1"
 
 
 @pytest.fixture

@@ -141,3 +141,31 @@ def test_basic_block_skip_and_projection():
     plain = BasicBlock(8, 8, skip=False).eval()
     torch.nn.init.zeros_(plain.conv2.weight)
     assert torch.all(plain(x) == F.relu(plain.bn2.bias.view(1, -1, 1, 1).expand_as(x)))
+
+
+def test_alexnet_tanh_and_no_dropout_variants():
+    torch.manual_seed(0)
+    relu, tanh, nodrop = AlexNet(width=0.125), AlexNet(width=0.125, activation="tanh"), AlexNet(width=0.125, dropout=0.0)
+    assert n_params(relu) == n_params(tanh) == n_params(nodrop)
+    assert any(isinstance(m, torch.nn.Tanh) for m in tanh.modules())
+    assert not any(isinstance(m, torch.nn.ReLU) for m in tanh.modules())
+    assert all(m.p == 0.0 for m in nodrop.modules() if isinstance(m, torch.nn.Dropout))
+    assert tanh(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="activation"):
+        AlexNet(activation="gelu")
+
+
+def test_basic_block_gradient_is_gated_by_the_relu_after_the_sum():
+    """v1 block y = relu(x + F(x)): dL/dx = (I + dF/dx)^T (relu'(x + F(x)) * dL/dy), not (I + dF/dx)^T dL/dy."""
+    torch.manual_seed(0)
+    block = BasicBlock(4, 4)
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    y = block(x)
+    g = torch.randn_like(y)
+    (dx,) = torch.autograd.grad(y, x, g)
+    branch = block.bn2(block.conv2(torch.relu(block.bn1(block.conv1(x)))))
+    dg = (x + branch > 0).to(g.dtype) * g
+    formula = dg + torch.autograd.grad(branch, x, dg, retain_graph=True)[0]
+    torch.testing.assert_close(dx, formula, atol=1e-5, rtol=1e-5)
+    ungated = g + torch.autograd.grad(branch, x, g)[0]
+    assert (ungated - dx).abs().max() > 0.1

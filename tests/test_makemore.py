@@ -202,3 +202,29 @@ def test_example_losses_and_sample_chain():
     P = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])  # 0 -> 1 -> 2 -> 0, no choice
     assert bg.sample_chain(P, 5, start=0) == [1, 2, 0, 1, 2]
     assert bg.sample_chain(P, 5, start=0, stop=0) == [1, 2]  # the stop id ends the walk and is not kept
+
+
+def test_layer_names_count_within_each_type():
+    from helpers.makemore.diagnostics import layer_names
+
+    m = deep_mlp(7, 3, 4, 8, n_layers=2, batchnorm=True, generator=g())
+    assert layer_names(m) == ["Embedding", "FlattenConsecutive", "Linear 1", "BatchNorm1d 1", "Tanh 1",
+                              "Linear 2", "BatchNorm1d 2", "Tanh 2", "Linear 3", "BatchNorm1d 3"]
+
+
+def test_sequential_to_moves_weights_and_buffers_and_train_returns_the_model_home():
+    stoi, _ = build_vocab(WORDS)
+    X, Y = build_dataset(WORDS * 20, 8, stoi)
+    m = wavenet(len(stoi), 8, 4, 8, generator=g())
+    params = m.parameters()
+    assert m.to("cpu").parameters()[0] is params[0]  # already there: nothing replaced
+    ref = wavenet(len(stoi), 8, 4, 8, generator=g())
+    h_cpu = train(ref, X, Y, steps=20, batch_size=16, lr_at=lambda i: 0.1, generator=g(1), progress=False)
+    h_dev = train(m, X, Y, steps=20, batch_size=16, lr_at=lambda i: 0.1, generator=g(1), progress=False, device="cpu",
+                  track_ud=True)
+    assert h_cpu["loss"] == h_dev["loss"] and len(h_dev["ud"]) == 20 and len(h_dev["ud"][0]) == 5  # emb + 3 levels + out
+    assert m.device == torch.device("cpu")
+    m.to("meta")  # another device (no data): every weight and BatchNorm buffer moves, trained tensors stay leaves
+    bn = m.layers[3]
+    assert all(p.device.type == "meta" and p.is_leaf and p.requires_grad for p in m.parameters())
+    assert bn.running_mean.device.type == "meta" and not bn.running_var.requires_grad

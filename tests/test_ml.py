@@ -13,7 +13,7 @@ from sklearn.datasets import load_iris, make_blobs, make_classification
 from helpers.ml import (PCA, SVC, DecisionTreeClassifier, GaussianMixture, GaussianNB, GridSearchCV, KFold,
                         KMeans, LinearRegression, LogisticRegression, NotFittedError, StandardScaler,
                         StratifiedKFold, accuracy_score, adjusted_rand_score, cross_val_score, kernel_matrix,
-                        lr_at, minimize, smo, train_test_split)
+                        lr_at, minimize, pair_update, smo, train_test_split)
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +204,44 @@ def test_smo_two_points_closed_form():
     a, rho, _ = smo(kernel_matrix(X, X, "linear"), y, C=10.0, tol=1e-10)
     np.testing.assert_allclose(a, [0.5, 0.5], atol=1e-12)
     assert rho == pytest.approx(0.0, abs=1e-12)
+
+
+def test_pair_update_is_the_clipped_minimizer_of_the_dual():
+    # brute force: the dual restricted to the pair is a 1-D function of t along a_i += y_i t, a_j -= y_j t
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        C = rng.uniform(0.5, 5)
+        a = rng.uniform(0, C, 2) * (rng.random(2) < 0.7)
+        y = rng.choice([-1.0, 1.0], 2)
+        V = rng.normal(size=(2, 3)); K = V @ V.T + 1e-3 * np.eye(2)
+        Q = np.outer(y, y) * K
+        G = Q @ a - 1 + rng.normal(size=2)                      # gradient of the full dual at a (others fixed)
+        new = np.array(pair_update(a[0], a[1], y[0], y[1], G[0], G[1], K[0, 0], K[1, 1], K[0, 1], C))
+        assert np.all(new >= 0) and np.all(new <= C)
+        assert y @ new == pytest.approx(y @ a, abs=1e-12)      # the equality constraint is kept
+        ts = np.r_[np.linspace(-2 * C, 2 * C, 40001), 0.0]       # t = 0 (a itself) is always feasible
+        cand = a[None] + ts[:, None] * np.array([y[0], -y[1]])
+        ok = np.all((cand >= 0) & (cand <= C), axis=1)
+        d = cand[ok] - a
+        obj = d @ G + 0.5 * np.einsum("ni,ij,nj->n", d, Q, d)  # f(a + d) - f(a) for f = 1/2 a^T Q a - 1^T a
+        best = cand[ok][np.argmin(obj)]
+        np.testing.assert_allclose(new, best, atol=4 * C / 40000 + 1e-9)
+
+
+def test_smo_accepts_a_pair_update():
+    X, y = make_blobs(40, centers=2, random_state=0)
+    yy = np.where(y == 0, 1.0, -1.0)
+    K = kernel_matrix(X, X, "rbf", 0.5)
+    calls = []
+
+    def spy(*args):
+        calls.append(args)
+        return pair_update(*args)
+
+    a1, rho1, it1 = smo(K, yy, 1.0)
+    a2, rho2, it2 = smo(K, yy, 1.0, update=spy)
+    np.testing.assert_array_equal(a1, a2)
+    assert rho1 == rho2 and it1 == it2 and len(calls) == it2 - 1  # the last iteration only tests the stopping rule
 
 
 def test_kernels_match_sklearn():

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from helpers.nn import (SGD, ActivationLayer, Adam, BatchNormLayer, CrossEntropyLoss, DropoutLayer, HingeLoss,
-                        LayerNormLayer, LinearLayer, MSELoss, Network, RMSprop, activation, activation_grad,
-                        clip_grad_norm, grad_check, loss_grad_check, mlp)
+                        LayerNormLayer, LinearLayer, MSELoss, Network, NoiseLayer, RMSprop, activation, activation_grad,
+                        clip_grad_norm, distribution_shift, grad_check, gradient_change, layer_input_stats,
+                        loss_grad_check, mlp, noisy_bn_mlp)
 from helpers.nn.torch_twin import to_torch
 
 RNG = np.random.default_rng(0)
@@ -180,3 +181,77 @@ def test_bad_inputs():
                         SGD(mlp([4, 3]).parameters()), epochs=1)
     with pytest.raises(ValueError, match="Layer"):
         Network([])
+
+
+def test_train_step_is_one_fit_step():
+    x, y = x64(16, 5).astype(np.float32), RNG.integers(0, 3, 16)
+    a, b = mlp([5, 6, 3], rng=np.random.default_rng(5)), mlp([5, 6, 3], rng=np.random.default_rng(5))
+    value = a.train_step(x, y, CrossEntropyLoss(), SGD(a.parameters(), lr=0.1))
+    hist = b.fit(x, y, CrossEntropyLoss(), SGD(b.parameters(), lr=0.1), epochs=1, batch_size=16,
+                 rng=np.random.default_rng(0), progress=False)
+    assert abs(value - hist["step_loss"][0]) < 1e-6   # same batch up to order: the mean loss is the same
+    for (_, p, _), (_, q, _) in zip(a.named_parameters(), b.named_parameters()):
+        np.testing.assert_allclose(p, q, atol=1e-6)
+
+
+def test_noise_layer_grad_check_eval_identity_and_redraws():
+    layer = NoiseLayer(5, np.random.default_rng(0))
+    assert max(grad_check(layer, x64(7, 5)).values()) < 1e-6     # grad_check reseeds its rng: one fixed draw
+    x = x64(400, 5)
+    first, second = layer.forward(x), layer.forward(x)
+    assert not np.allclose(first, second)                         # a new noise distribution every step
+    assert np.all((layer.s >= 0.5) & (layer.s <= 1.5))
+    layer.training = False
+    assert layer.forward(x) is x
+
+
+def test_noisy_bn_mlp_puts_noise_after_every_bn():
+    net = noisy_bn_mlp([4, 6, 6, 2], rng=np.random.default_rng(0))
+    kinds = [type(l).__name__ for l in net.layers]
+    assert kinds == ["LinearLayer", "BatchNormLayer", "NoiseLayer", "ActivationLayer"] * 2 + ["LinearLayer"]
+
+
+def test_layer_input_stats_is_training_mode_and_leaves_running_stats():
+    net = mlp([5, 8, 8, 3], act="sigmoid", batchnorm=True, rng=np.random.default_rng(0))
+    x = (x64(64, 5) * 3 + 2).astype(np.float32)
+    before = [(b.running_mean.copy(), b.running_var.copy()) for b in net.layers if isinstance(b, BatchNormLayer)]
+    stats = layer_input_stats(net, x)
+    assert len(stats) == 2
+    for mean, std in stats:                       # BN output with batch statistics: beta = 0, gamma = 1
+        np.testing.assert_allclose(mean, 0, atol=1e-5)
+        np.testing.assert_allclose(std, 1, atol=1e-3)
+    after = [(b.running_mean, b.running_var) for b in net.layers if isinstance(b, BatchNormLayer)]
+    for (m0, v0), (m1, v1) in zip(before, after):
+        np.testing.assert_array_equal(m0, m1)
+        np.testing.assert_array_equal(v0, v1)
+    pre = layer_input_stats(net, x, before=BatchNormLayer)
+    assert np.all(pre[0][1] > 0) and not np.allclose(pre[0][0], 0)
+
+
+def test_distribution_shift_scale():
+    m, s = np.array([0.0, 1.0]), np.array([2.0, 2.0])
+    assert distribution_shift([(m, s)], [(m, s)])[0] == 0
+    assert distribution_shift([(m, s)], [(m + 2, s)])[0] == 1.0     # moved by its own width (RMS std 2)
+    assert distribution_shift([(m, s)], [(m, s * 2)])[0] == 1.0
+
+
+def test_gradient_change_restores_and_vanishes_with_lr():
+    net = mlp([5, 8, 8, 3], act="tanh", rng=np.random.default_rng(0)).astype(np.float64)
+    x, y = x64(20, 5), RNG.integers(0, 3, 20)
+    params = [p.copy() for _, p, _ in net.named_parameters()]
+    rel0, cos0 = gradient_change(net, CrossEntropyLoss(), x, y, lr=0.0)
+    np.testing.assert_allclose(rel0, 0, atol=1e-12)
+    np.testing.assert_allclose(cos0, 1, atol=1e-12)
+    rel, cos = gradient_change(net, CrossEntropyLoss(), x, y, lr=0.5)
+    assert rel.shape == (2,) and np.all(rel > 1e-3) and np.all(cos < 1)
+    for p0, (_, p, _) in zip(params, net.named_parameters()):
+        np.testing.assert_array_equal(p0, p)
+    # the definition, by hand for the last layer: update layers 0..3 by -lr * grad, recompute dL/dW of layer 4
+    loss = CrossEntropyLoss()
+    loss.forward(net.forward(x), y); net.backward(loss.backward())
+    G = net.layers[4].grads["W"].copy()
+    for layer in net.layers[:4]:
+        for k in layer.params:
+            layer.params[k] -= 0.5 * layer.grads[k]
+    loss.forward(net.forward(x), y); net.backward(loss.backward())
+    assert abs(rel[-1] - np.linalg.norm(G - net.layers[4].grads["W"]) / np.linalg.norm(G)) < 1e-12

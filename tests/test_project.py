@@ -79,7 +79,10 @@ REQUIRED_SECTIONS = {
     "0-01-ml-fundamentals": {"## Exercise": 5, "### Capstone Step": 7},
     "0-02-deep-learning-foundations": {"## Exercise": 5, "### Capstone Step": 7},
     "0-03-cnns": {"## Exercise": 5, "### Capstone Step": 7},
+    "0-04-rnns": {"## Exercise": 5, "### Capstone Step": 7},
+    "0-05-transformers": {"## Exercise": 5, "### Capstone Step": 7},
     "0-07-zero-to-hero": {"## Lecture": 10, "### Milestone": 7, "## Check": 7, "### Phase": 5},
+    "1-01-quantization-theory": {"## Exercise": 3, "### Capstone Step": 7},
 }
 
 
@@ -105,3 +108,54 @@ def test_every_syllabus_section_is_there_and_ends_in_checks(path):
             name = f"{prefix} {n}"
             assert name in sections, f"{path.name}: no '{name} …' heading"
             assert sections[name], f"{path.name}: section '{name}' has no check before the next section"
+
+
+# --- what a learner sees: readable figures, finished progress bars -------------------------------------------------
+MIN_FIGURE_PX = 700  # every committed figure is full width: helpers.plot renders ≥ 7.2 in at 110 dpi
+
+
+def _outputs(path):
+    for cell in json.loads(path.read_text())["cells"]:
+        if cell["cell_type"] == "code":
+            yield cell, cell.get("outputs", [])
+
+
+def _png_size(b64: str) -> tuple[int, int]:
+    import base64
+    import struct
+
+    head = base64.b64decode(b64[:64])
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", head[16:24])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_committed_figures_are_readable(path):
+    for cell, outputs in _outputs(path):
+        src = "".join(cell["source"])
+        small = [m for m in re.findall(r"\b(?:fontsize|labelsize|titlesize)\s*=\s*(\d+(?:\.\d+)?)", src) if float(m) < 8]
+        assert not small, f"{path.name}: text under 8 pt in a figure ({small}) in cell {src[:80]!r}"
+        for out in outputs:
+            png = out.get("data", {}).get("image/png")
+            if png:
+                width, height = _png_size(png)
+                assert width >= MIN_FIGURE_PX, f"{path.name}: a {width}x{height} px figure (< {MIN_FIGURE_PX} px wide) " \
+                                               f"in cell {src[:80]!r}"
+
+
+def _rendered(text: str) -> list[str]:
+    """Text as a terminal shows it: each line is what follows its last carriage return."""
+    return [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_committed_progress_bars_are_finished(path):
+    for cell, outputs in _outputs(path):
+        src = "".join(cell["source"])
+        assert "tqdm.auto" not in src and "from tqdm" not in src, f"{path.name}: use helpers.progress_bar, not tqdm"
+        for out in outputs:
+            text = "".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", ""))
+            for line in _rendered(text):
+                for pct in re.findall(r"(\d+)%\|", line):
+                    assert pct == "100", f"{path.name}: an unfinished progress bar in the committed output: {line!r}"
+            assert "HBox(children=" not in text, f"{path.name}: a progress widget saved as its text fallback"

@@ -1,8 +1,10 @@
 """The bigram model two ways (Lecture 2): by counting, and as a one-layer neural net trained by gradient descent.
 
-Both estimate P(next char | this char). With add-alpha smoothing the count model is the maximum a
-posteriori estimate under a Dirichlet prior; giving the net the same prior as a loss term makes the
-two estimate the very same table, which is what the notebook checks.
+Both estimate P(next char | this char). With add-alpha smoothing the count model is the posterior mean
+under a Dirichlet(alpha) prior on each row — equivalently the maximum a posteriori (MAP) estimate under
+Dirichlet(alpha + 1); the MAP under the uniform Dirichlet(1) is the unsmoothed maximum-likelihood table.
+Giving the net alpha pseudo-counts of every pair as a loss term (the log-density of Dirichlet(alpha + 1))
+makes the two estimate the very same table, which is what the notebook checks.
 """
 from __future__ import annotations
 

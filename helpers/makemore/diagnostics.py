@@ -45,11 +45,24 @@ def grad_data_ratios(model: Sequential) -> list[dict]:
             for p in model.parameters() if p.ndim == 2 and p.grad is not None]
 
 
+def layer_names(model: Sequential) -> list[str]:
+    """A readable name per layer, counted within its type: 'Embedding', 'Linear 1', 'BatchNorm1d 1', 'Tanh 1', …"""
+    kinds = [type(layer).__name__ for layer in model.layers]
+    seen: dict[str, int] = {}
+    names = []
+    for k in kinds:
+        seen[k] = seen.get(k, 0) + 1
+        names.append(k if kinds.count(k) == 1 else f"{k} {seen[k]}")
+    return names
+
+
 def plot_tanh_histograms(ax, model: Sequential, grads: bool = False, title: str = "") -> None:
-    """Histogram of each tanh layer's outputs (or of their gradients), one line per layer."""
-    for i, layer in enumerate(model.layers):
+    """Histogram of each tanh layer's outputs (or of their gradients), one line per layer ('Tanh 1', …)."""
+    for layer, name in zip(model.layers, layer_names(model)):
         if isinstance(layer, Tanh):
-            t = (layer.out.grad if grads else layer.out).detach().flatten()
+            t = (layer.out.grad if grads else layer.out).detach().flatten().cpu()
             hy, hx = torch.histogram(t, bins=50, density=True)
-            ax.plot(((hx[:-1] + hx[1:]) / 2).numpy(), hy.numpy(), label=f"layer {i}")
+            ax.plot(((hx[:-1] + hx[1:]) / 2).numpy(), hy.numpy(), label=name)
     ax.set_title(title or ("tanh gradient" if grads else "tanh output"))
+    ax.set_xlabel("tanh gradient" if grads else "tanh output")
+    ax.set_ylabel("density")

@@ -132,3 +132,17 @@ class Sequential:
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return self.parameters()[0].device
+
+    def to(self, device) -> "Sequential":
+        """Move every layer's tensors (weights and BatchNorm buffers) to `device`, in place; trained
+        tensors stay leaves that require grad. A no-op when they are there already."""
+        device = torch.device(device)
+        for layer in self.layers:
+            for name, t in list(vars(layer).items()):
+                if isinstance(t, torch.Tensor) and name != "out" and t.device != device:
+                    setattr(layer, name, t.detach().to(device).requires_grad_(t.requires_grad))
+        return self

@@ -26,39 +26,52 @@ def sgd_step(params: list[torch.Tensor], lr: float) -> None:
 
 
 def train(model: Sequential, X: torch.Tensor, Y: torch.Tensor, steps: int, batch_size: int, lr_at,
-          generator: torch.Generator | None = None, track_ud: bool = False, progress: bool = True) -> dict:
+          generator: torch.Generator | None = None, track_ud: bool = False, progress: bool = True,
+          device=None, desc: str | None = None) -> dict:
     """Minibatch SGD; returns {'loss': per-step train loss, 'ud': per-step log10 update/data ratios, 'seconds'}.
 
     `ud` (Lecture 4) is log10(std(lr * grad) / std(weight)) for every 2-D weight: ~ -3 is healthy.
+    `device` (e.g. `helpers.device()`): train there — the model and the data are moved for the loop and the
+    model is moved back where it was afterwards, so the rest of the notebook never sees a GPU tensor.
+    The batches come from the CPU `generator`, so a run draws the same examples on every device.
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     if len(X) != len(Y):
         raise ValueError(f"X and Y differ in length: {len(X)} vs {len(Y)}")
+    home = model.device
+    run_on = torch.device(device) if device is not None else home
+    model.to(run_on)
+    X, Y = X.to(run_on), Y.to(run_on)
     params = model.parameters()
     model.train()
-    losses, ud = [], []
+    losses = torch.empty(steps, device=run_on)  # kept on the device: no host sync per step
+    ud = []
     t0 = time.perf_counter()
-    for i in tqdm(range(steps), disable=not progress, mininterval=2, leave=False):
-        ix = torch.randint(0, len(X), (batch_size,), generator=generator)
+    for i in progress_bar(range(steps), disable=not progress, mininterval=2, leave=False, desc=desc):
+        ix = torch.randint(0, len(X), (batch_size,), generator=generator).to(run_on)
         loss = F.cross_entropy(model(X[ix]), Y[ix])
         for p in params:
             p.grad = None
         loss.backward()
         lr = lr_at(i)
         sgd_step(params, lr)
-        losses.append(loss.item())
+        losses[i] = loss.detach()
         if track_ud:
             with torch.no_grad():
-                ud.append([(lr * p.grad.std() / p.data.std()).log10().item() for p in params if p.ndim == 2])
-    return {"loss": losses, "ud": ud, "seconds": time.perf_counter() - t0}
+                ud.append(torch.stack([(lr * p.grad.std() / p.data.std()).log10() for p in params if p.ndim == 2]))
+    out = {"loss": losses.tolist(), "ud": torch.stack(ud).tolist() if ud else [],
+           "seconds": time.perf_counter() - t0}
+    model.to(home)
+    return out
 
 
 @torch.no_grad()
 def example_losses(model: Sequential, X: torch.Tensor, Y: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
     """Cross-entropy of every example (nats), in evaluation mode (BatchNorm uses its running stats)."""
     model.eval()
-    out = torch.cat([F.cross_entropy(model(X[s:s + chunk]), Y[s:s + chunk], reduction="none")
+    dev = model.device
+    out = torch.cat([F.cross_entropy(model(X[s:s + chunk].to(dev)), Y[s:s + chunk].to(dev), reduction="none").cpu()
                      for s in range(0, len(X), chunk)])
     model.train()
     return out
@@ -75,7 +88,7 @@ def lr_range_sweep(model: Sequential, X: torch.Tensor, Y: torch.Tensor, lrs: tor
     params = model.parameters()
     losses = []
     for lr in lrs.tolist():
-        ix = torch.randint(0, len(X), (batch_size,), generator=generator)
+        ix = torch.randint(0, len(X), (batch_size,), generator=generator).to(X.device)
         loss = F.cross_entropy(model(X[ix]), Y[ix])
         for p in params:
             p.grad = None
@@ -103,7 +116,7 @@ def sample(model: Sequential, n: int, block_size: int, itos: dict[int, str], max
     out = torch.zeros((n, 0), dtype=torch.long)
     done = torch.zeros(n, dtype=torch.bool)
     for _ in range(max_len):
-        probs = F.softmax(model(context), dim=-1)  # (n, vocab)
+        probs = F.softmax(model(context.to(model.device)), dim=-1).cpu()  # (n, vocab): sampled on the CPU
         ix = torch.multinomial(probs, 1, generator=generator)  # (n, 1)
         ix[done] = 0
         out = torch.cat([out, ix], dim=1)

@@ -11,13 +11,13 @@ from .model_selection import GridSearchCV, KFold, StratifiedKFold, cross_val_sco
 from .naive_bayes import GaussianNB
 from .optim import lr_at, minimize
 from .preprocessing import StandardScaler
-from .svm import SVC, kernel_matrix, smo
+from .svm import SVC, kernel_matrix, pair_update, smo
 from .tree import DecisionTreeClassifier, best_split, impurity
 
 __all__ = [
     "PCA", "SVC", "DecisionTreeClassifier", "GaussianMixture", "GaussianNB", "GridSearchCV", "KFold",
     "KMeans", "LinearRegression", "LogisticRegression", "NotFittedError", "StandardScaler",
     "StratifiedKFold", "accuracy_score", "adjusted_rand_score", "cross_val_score", "kernel_matrix",
-    "add_bias", "best_split", "impurity", "kmeans_plusplus", "lr_at", "minimize", "smo", "soft_threshold",
+    "add_bias", "best_split", "impurity", "kmeans_plusplus", "lr_at", "minimize", "pair_update", "smo", "soft_threshold",
     "softmax", "train_test_split",
 ]

@@ -29,11 +29,49 @@ def kernel_matrix(A: np.ndarray, B: np.ndarray, kernel: str, gamma: float = 1.0,
     return np.exp(-gamma * np.maximum(d2, 0.0))
 
 
-def smo(K: np.ndarray, y: np.ndarray, C: float, tol: float = 1e-3, max_iter: int = 100_000):
+def pair_update(a_i: float, a_j: float, y_i: float, y_j: float, G_i: float, G_j: float, K_ii: float,
+                K_jj: float, K_ij: float, C: float) -> tuple[float, float]:
+    """SMO's core: the new (a_i, a_j) that minimize the dual over the pair, all other multipliers fixed.
+
+    Moving along y_i a_i + y_j a_j = const (so y^T a stays 0), the dual is a parabola of curvature
+    K_ii + K_jj - 2 K_ij; step to its minimum (G = Q a - 1 is the dual gradient), then clip to the box
+    [0, C]^2. libsvm's case analysis, which sets the clipped values exactly (0, C, or the preserved sum).
+    """
+    eta = max(K_ii + K_jj - 2 * K_ij, TAU)                      # curvature along the constraint line
+    if y_i != y_j:                                              # a_i - a_j is preserved
+        delta = (-G_i - G_j) / eta
+        diff = a_i - a_j
+        a_i, a_j = a_i + delta, a_j + delta
+        if diff > 0:
+            if a_j < 0: a_j, a_i = 0.0, diff
+        else:
+            if a_i < 0: a_i, a_j = 0.0, -diff
+        if diff > 0:
+            if a_i > C: a_i, a_j = C, C - diff
+        else:
+            if a_j > C: a_j, a_i = C, C + diff
+    else:                                                       # a_i + a_j is preserved
+        delta = (G_i - G_j) / eta
+        s = a_i + a_j
+        a_i, a_j = a_i - delta, a_j + delta
+        if s > C:
+            if a_i > C: a_i, a_j = C, s - C
+        else:
+            if a_j < 0: a_j, a_i = 0.0, s
+        if s > C:
+            if a_j > C: a_j, a_i = C, s - C
+        else:
+            if a_i < 0: a_i, a_j = 0.0, s
+    return a_i, a_j
+
+
+def smo(K: np.ndarray, y: np.ndarray, C: float, tol: float = 1e-3, max_iter: int = 100_000,
+        update=pair_update):
     """Solve the binary dual for labels y in {-1, +1}; returns (alpha, rho, n_iter).
 
-    The decision function is f(x) = sum_i alpha_i y_i K(x_i, x) - rho. Stops when the maximal
-    KKT violation m(a) - M(a) < tol (libsvm's criterion and default).
+    The decision function is f(x) = sum_i alpha_i y_i K(x_i, x) - rho. Each step picks the maximal
+    violating pair (second-order choice of j) and lets `update` (default `pair_update`) solve it. Stops
+    when the maximal KKT violation m(a) - M(a) < tol (libsvm's criterion and default).
     """
     n = len(y)
     Q = (y[:, None] * y[None, :]) * K                          # (n, n)
@@ -55,30 +93,7 @@ def smo(K: np.ndarray, y: np.ndarray, C: float, tol: float = 1e-3, max_iter: int
         score = np.where(low & (b > 0), -(b * b) / quad, np.inf)
         j = int(np.argmin(score))
         ai, aj = a[i], a[j]
-        if y[i] != y[j]:                                        # libsvm's two-variable update, clipped to the box
-            delta = (-G[i] - G[j]) / max(QD[i] + QD[j] + 2 * Q[i, j], TAU)
-            diff = ai - aj
-            a[i] += delta; a[j] += delta
-            if diff > 0:
-                if a[j] < 0: a[j], a[i] = 0.0, diff
-            else:
-                if a[i] < 0: a[i], a[j] = 0.0, -diff
-            if diff > 0:
-                if a[i] > C: a[i], a[j] = C, C - diff
-            else:
-                if a[j] > C: a[j], a[i] = C, C + diff
-        else:
-            delta = (G[i] - G[j]) / max(QD[i] + QD[j] - 2 * Q[i, j], TAU)
-            s = ai + aj
-            a[i] -= delta; a[j] += delta
-            if s > C:
-                if a[i] > C: a[i], a[j] = C, s - C
-            else:
-                if a[j] < 0: a[j], a[i] = 0.0, s
-            if s > C:
-                if a[j] > C: a[j], a[i] = C, s - C
-            else:
-                if a[i] < 0: a[i], a[j] = 0.0, s
+        a[i], a[j] = update(ai, aj, y[i], y[j], G[i], G[j], QD[i], QD[j], K[i, j], C)
         G += Q[i] * (a[i] - ai) + Q[j] * (a[j] - aj)
     yG = y * G
     free = (a > 0) & (a < C)

@@ -33,8 +33,8 @@ class BasicBlock(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         if self.skip:
-            out = out + self.shortcut(x)  # the gradient reaches x through this sum unchanged
-        return F.relu(out)
+            out = out + self.shortcut(x)  # the sum hands dL/d(out) to both paths unchanged ...
+        return F.relu(out)  # ... but this ReLU gates it first: dL/dx = (I + dF/dx)^T (relu'(x + F(x)) * dL/dy)
 
 
 class ResNet(nn.Module):

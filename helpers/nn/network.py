@@ -4,13 +4,14 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from .activations import ActivationLayer
 from .dropout import DropoutLayer
 from .layer import Layer
 from .linear import LinearLayer
 from .normalization import BatchNormLayer
+from .optim import clip_grad_norm
 
 
 class Network(Layer):
@@ -70,25 +71,32 @@ class Network(Layer):
     def accuracy(self, x, y) -> float:
         return float(np.mean(self.predict(x).argmax(axis=1) == y))
 
+    def train_step(self, xb, yb, loss, optimizer, clip: float | None = None) -> float:
+        """One update on one minibatch: forward, loss, backward (the chain rule), (clip), optimizer step."""
+        value = loss.forward(self.forward(xb), yb)      # forward pass caches what backward needs
+        self.backward(loss.backward())                  # fills every layer's .grads
+        if clip is not None:
+            clip_grad_norm([g for _, g in optimizer.pairs], clip)
+        optimizer.step()                                # updates the params in place
+        return value
+
     def fit(self, x, y, loss, optimizer, epochs: int, batch_size: int = 128, rng=None,
             lr_schedule=None, x_val=None, y_val=None, clip: float | None = None,
             progress: bool = True, desc: str = "numpy", on_step=None) -> dict:
-        """Minibatch training. Each step: forward, loss, backward, (clip), optimizer step.
+        """Minibatch training: `epochs` passes over shuffled data, one `train_step` per batch.
 
         `lr_schedule(step) -> lr` is applied before every step; `rng` shuffles the data each epoch
         (a PyTorch twin given an identically seeded rng sees the same batches); `on_step(step)` is called
         after every update (for probes). Returns a history: per-step loss, per-epoch train loss,
         validation accuracy and seconds.
         """
-        from .optim import clip_grad_norm
-
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
         rng = rng if rng is not None else np.random.default_rng(0)
         n, steps = len(x), -(-len(x) // batch_size)
         hist = {"step_loss": [], "train_loss": [], "val_acc": [], "seconds": []}
         step = 0
-        bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
+        bar = progress_bar(range(epochs), desc=desc, disable=not progress, leave=False)
         for _ in bar:
             self.train()
             t0, total = time.perf_counter(), 0.0
@@ -97,11 +105,7 @@ class Network(Layer):
                 idx = perm[i * batch_size:(i + 1) * batch_size]
                 if lr_schedule is not None:
                     optimizer.lr = lr_schedule(step)
-                value = loss.forward(self.forward(x[idx]), y[idx])
-                self.backward(loss.backward())
-                if clip is not None:
-                    clip_grad_norm([g for _, g in optimizer.pairs], clip)
-                optimizer.step()
+                value = self.train_step(x[idx], y[idx], loss, optimizer, clip)
                 total += value
                 hist["step_loss"].append(value)
                 step += 1
@@ -111,7 +115,7 @@ class Network(Layer):
             hist["train_loss"].append(total / steps)
             if x_val is not None:
                 hist["val_acc"].append(self.accuracy(x_val, y_val))
-                bar.set_postfix(loss=f"{hist['train_loss'][-1]:.4f}", val_acc=f"{hist['val_acc'][-1]:.4f}")
+                bar.set_postfix(loss=f"{hist['train_loss'][-1]:.4f}", val_acc=f"{hist['val_acc'][-1]:.4f}", refresh=False)
         return hist
 
     def __repr__(self):

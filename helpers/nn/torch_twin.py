@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from .activations import LEAKY_SLOPE, ActivationLayer
 from .dropout import DropoutLayer
@@ -64,7 +64,7 @@ def fit_torch(model, x, y, loss_fn, optimizer, epochs: int, batch_size: int = 12
     n, steps = len(x), -(-len(x) // batch_size)
     hist = {"step_loss": [], "train_loss": [], "val_acc": [], "seconds": []}
     step = 0
-    bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(range(epochs), desc=desc, disable=not progress, leave=False)
     for _ in bar:
         model.train()
         t0, total = time.perf_counter(), 0.0
@@ -88,5 +88,5 @@ def fit_torch(model, x, y, loss_fn, optimizer, epochs: int, batch_size: int = 12
         hist["train_loss"].append(total / steps)
         if x_val is not None:
             hist["val_acc"].append(torch_accuracy(model, x_val, y_val))
-            bar.set_postfix(loss=f"{hist['train_loss'][-1]:.4f}", val_acc=f"{hist['val_acc'][-1]:.4f}")
+            bar.set_postfix(loss=f"{hist['train_loss'][-1]:.4f}", val_acc=f"{hist['val_acc'][-1]:.4f}", refresh=False)
     return hist
