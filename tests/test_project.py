@@ -75,7 +75,7 @@ def test_md_table_text(capsys):
 
 
 # The syllabus sections each notebook must have, as `<heading prefix> <n>` for n = 1..count.
-REQUIRED_SECTIONS = {
+REQUIRED_SECTIONS = {  # heading prefix -> how many numbered sections (1..n), or the exact labels
     "0-01-ml-fundamentals": {"## Exercise": 5, "### Capstone Step": 7},
     "0-02-deep-learning-foundations": {"## Exercise": 5, "### Capstone Step": 7},
     "0-03-cnns": {"## Exercise": 5, "### Capstone Step": 7},
@@ -83,6 +83,7 @@ REQUIRED_SECTIONS = {
     "0-05-transformers": {"## Exercise": 5, "### Capstone Step": 7},
     "0-07-zero-to-hero": {"## Lecture": 10, "### Milestone": 7, "## Check": 7, "### Phase": 5},
     "1-01-quantization-theory": {"## Exercise": 3, "### Capstone Step": 7},
+    "1-02-advanced-quantization": {"## Exercise": 6, "### Part": ["A", "B"], "### Analysis": [""]},
 }
 
 
@@ -93,19 +94,19 @@ def test_every_syllabus_section_is_there_and_ends_in_checks(path):
         pytest.skip(f"no section list for {path.stem} yet")
     cells = json.loads(path.read_text())["cells"]
     sections, current = {}, None  # "## Exercise 3" -> has a check call in its code cells
-    heading = re.compile(r"^(#{2,3} [A-Za-z ]+?) (\d+)\b", re.M)
+    heading = re.compile(r"^(#{2,3} [A-Za-z ]+?)(?: (\d+|[A-Z])\b|$| —)", re.M)
     for cell in cells:
         src = "".join(cell["source"])
         if cell["cell_type"] == "markdown":
-            for prefix, n in heading.findall(src):
+            for prefix, label in heading.findall(src):
                 if prefix in required:
-                    current = f"{prefix} {n}"
+                    current = f"{prefix} {label}".strip()
                     sections.setdefault(current, False)
         elif current is not None and re.search(r"\b(check\w*|cmp)\(", src):
             sections[current] = True
-    for prefix, count in required.items():
-        for n in range(1, count + 1):
-            name = f"{prefix} {n}"
+    for prefix, labels in required.items():
+        for label in (range(1, labels + 1) if isinstance(labels, int) else labels):
+            name = f"{prefix} {label}".strip()
             assert name in sections, f"{path.name}: no '{name} …' heading"
             assert sections[name], f"{path.name}: section '{name}' has no check before the next section"
 
