@@ -31,7 +31,7 @@ run: setup
 ## files go to a scratch folder, so a test run never rewrites the committed results/.
 ## WORKERS=2 (default) runs two test files / notebooks at a time (pytest-xdist, one notebook per worker), each
 ## worker's torch on one thread so that the two share the cores instead of fighting over them; WORKERS=1 is serial.
-## Measured on a fresh clone (`bash .ci/run`, install included, 2 cores): 556 s with 2 workers, 730 s serial.
+## Measured on a fresh clone (`bash .ci/run`, install included, 2 cores): 960 s with 2 workers (8 notebooks; 556 s with 7).
 WORKERS ?= 2
 XDIST   = $(if $(filter-out 0 1,$(WORKERS)),-n $(WORKERS) --dist loadfile)
 test: setup
