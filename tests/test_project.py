@@ -84,6 +84,8 @@ REQUIRED_SECTIONS = {  # heading prefix -> how many numbered sections (1..n), or
     "0-07-zero-to-hero": {"## Lecture": 10, "### Milestone": 7, "## Check": 7, "### Phase": 5},
     "1-01-quantization-theory": {"## Exercise": 3, "### Capstone Step": 7},
     "1-02-advanced-quantization": {"## Exercise": 6, "### Part": ["A", "B"], "### Analysis": [""]},
+    "1-03-compression": {"## Exercise": 5, "### Capstone Step": 5},
+    "1-04-model-formats": {"## Exercise": 7, "### Capstone Step": 7},
 }
 
 
