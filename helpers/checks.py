@@ -41,7 +41,7 @@ def check_equal(name: str, actual, expected):
     diff = a != e
     n_bad = int(np.count_nonzero(diff))
     if n_bad == 0:
-        detail = f"exact ({a.size} values)" if a.size > 1 else f"{a.item()!r}"
+        detail = f"exact ({a.size} values)" if a.size != 1 else f"{a.item()!r}"
         _done(name, True, detail)
         return actual
     where = np.argwhere(diff)[:3] if a.ndim else [()]

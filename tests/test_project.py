@@ -86,6 +86,7 @@ REQUIRED_SECTIONS = {  # heading prefix -> how many numbered sections (1..n), or
     "1-02-advanced-quantization": {"## Exercise": 6, "### Part": ["A", "B"], "### Analysis": [""]},
     "1-03-compression": {"## Exercise": 5, "### Capstone Step": 5},
     "1-04-model-formats": {"## Exercise": 7, "### Capstone Step": 7},
+    "1-05-cuda-kernels": {"## Exercise": 5, "### Capstone Step": 4},
 }
 
 

@@ -4,6 +4,8 @@
 - `compile_check(name)` compiles to PTX with `nvcc --ptx` when present, else NVRTC (CuPy's bindings); no GPU needed.
 - `simulate(kernel, grid, block, *args)` runs a Python transcription of a kernel over every thread of a
   launch, so the CPU lane checks the indexing logic that the GPU lane then checks on the real kernel.
+- `launch(kernel, grid, block, *args)` (from `simulator.py`) runs it warp by warp and counts what the GPU's
+  memory system sees: 32-byte sectors per global request, shared-memory bank conflicts, divergent branches.
 
 `python -m helpers.kernels --check` compile-checks every kernel (one line each; non-zero exit on failure).
 """
@@ -152,3 +154,7 @@ def simulate(kernel, grid, block, *args) -> None:
             if finished and len(finished) != len(running):
                 raise RuntimeError(f"block {(bx, by, bz)}: threads reached different numbers of __syncthreads()")
             running = [g for g in running if g not in finished]
+
+
+# The warp-level simulator grows this one: same dim3/Thread, plus counted memory (see simulator.py).
+from .simulator import OutOfBounds, Report, launch, shfl_down, shfl_idx, shfl_xor  # noqa: E402
