@@ -87,6 +87,7 @@ REQUIRED_SECTIONS = {  # heading prefix -> how many numbered sections (1..n), or
     "1-03-compression": {"## Exercise": 5, "### Capstone Step": 5},
     "1-04-model-formats": {"## Exercise": 7, "### Capstone Step": 7},
     "1-05-cuda-kernels": {"## Exercise": 5, "### Capstone Step": 4},
+    "1-06-profiling": {"## Exercise": 5, "### Capstone Step": 6},
 }
 
 
