@@ -88,6 +88,8 @@ REQUIRED_SECTIONS = {  # heading prefix -> how many numbered sections (1..n), or
     "1-04-model-formats": {"## Exercise": 7, "### Capstone Step": 7},
     "1-05-cuda-kernels": {"## Exercise": 5, "### Capstone Step": 4},
     "1-06-profiling": {"## Exercise": 5, "### Capstone Step": 6},
+    "2-01-inference-stack": {"## Exercise": 5, "### Capstone Step": 4},
+    "2-02-serving-engines": {"## Self-Study": 3},
 }
 
 
@@ -98,7 +100,7 @@ def test_every_syllabus_section_is_there_and_ends_in_checks(path):
         pytest.skip(f"no section list for {path.stem} yet")
     cells = json.loads(path.read_text())["cells"]
     sections, current = {}, None  # "## Exercise 3" -> has a check call in its code cells
-    heading = re.compile(r"^(#{2,3} [A-Za-z ]+?)(?: (\d+|[A-Z])\b|$| —)", re.M)
+    heading = re.compile(r"^(#{2,3} [A-Za-z -]+?)(?: (\d+|[A-Z])\b|$| —)", re.M)
     for cell in cells:
         src = "".join(cell["source"])
         if cell["cell_type"] == "markdown":

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 IDS = [p.stem for p in NOTEBOOKS]
 # The sections in which the learner must write code (each needs at least one marked region).
-LEARNER_SECTIONS = ("## Exercise", "## Lecture")
+LEARNER_SECTIONS = ("## Exercise", "## Lecture", "## Self-Study")
 
 
 def _toy():
@@ -47,7 +47,7 @@ def test_restore_gives_back_the_instructor_source():
 def _sections(nb) -> dict:
     """'## Exercise 3' -> number of marked regions in its code cells."""
     found, current = {}, None
-    heading = re.compile(r"^(#{2,3} [A-Za-z ]+?) (\d+)\b", re.M)
+    heading = re.compile(r"^(#{2,3} [A-Za-z -]+?) (\d+)\b", re.M)
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             for prefix, n in heading.findall(cell.source):

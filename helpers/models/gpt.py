@@ -294,3 +294,55 @@ def load_openai_gpt2(name: str = "gpt2", timeout: float = 3.0):
     except Exception as exc:  # network errors, partial downloads
         return None, f"from_pretrained({name!r}) failed: {type(exc).__name__}: {str(exc)[:200]}"
     return GPT.from_hf(hf).eval(), f"loaded {name} from {'the local cache' if cached else 'the hub'}"
+
+
+# ---- Serving: the course GPT through the engine's protocol (helpers/serving) ---------------------------------------
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """What a serving engine needs to know about a model (the same fields as helpers/models/llama.py's LlamaConfig)."""
+
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    max_seq_len: int
+
+
+class GPTForServing(nn.Module):
+    """A GPT behind the serving protocol: forward(tokens (N,), positions (N,), attend) -> logits (N, V).
+
+    The same weights, computed token by token: learned positions are looked up at `positions`, and each block's
+    attention is delegated to `attend(layer, q, k, v)`, which owns the K/V cache (n_kv_heads == n_heads: GPT-2 has no
+    GQA). No RoPE, so q and k go to the backend as projected.
+    """
+
+    def __init__(self, gpt: GPT):
+        super().__init__()
+        self.gpt = gpt.eval()
+        c = gpt.config
+        self.cfg = ServingConfig(n_layers=c.n_layer, n_heads=c.n_head, n_kv_heads=c.n_head,
+                                 head_dim=c.n_embd // c.n_head, vocab_size=c.vocab_size, max_seq_len=c.block_size)
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, attend, rows: torch.Tensor | None = None):
+        if tokens.dim() != 1 or positions.shape != tokens.shape:
+            raise ValueError(f"tokens and positions must both be (N,), got {tuple(tokens.shape)} and "
+                             f"{tuple(positions.shape)}")
+        if len(positions) and (int(positions.min()) < 0 or int(positions.max()) >= self.cfg.max_seq_len):
+            raise ValueError(f"positions must lie in [0, {self.cfg.max_seq_len}) (the learned position table)")
+        t, (N, H, D) = self.gpt.transformer, (len(tokens), self.cfg.n_heads, self.cfg.head_dim)
+        x = t.wte(tokens) + t.wpe(positions)  # (N, C)
+        for i, block in enumerate(t.h):
+            q, k, v = block.attn.c_attn(block.ln_1(x)).split(H * D, dim=1)  # 3 x (N, C)
+            y = attend(i, q.view(N, H, D), k.view(N, H, D), v.view(N, H, D))  # (N, H, D)
+            x = x + block.attn.c_proj(y.reshape(N, H * D))  # (N, C)
+            x = x + block.mlp(block.ln_2(x))
+        if rows is not None:
+            x = x[rows]  # (R, C): only the rows whose logits are needed, as Llama.forward
+        return self.gpt.lm_head(t.ln_f(x))  # (N or R, V)
+
+    @torch.no_grad()
+    def logits(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, T, V): GPT.forward itself, the reference."""
+        return self.gpt(idx)[0]
