@@ -19,8 +19,8 @@ in the middle of a UTF-8 character: such text is held back until the character i
 Bad requests get a 4xx and an OpenAI-style body {"error": {"message", "type", "param"}}; nothing else changes, the
 server keeps serving. A client that disconnects has its request aborted, so its KV blocks are freed at once.
 
-`python -m helpers.serving.server --port P [--model smollm2|gpt]` serves SmolLM2-135M-Instruct (our Llama, B's
-engine) or the course's tiny character GPT on 127.0.0.1.
+`python -m helpers.serving.server --port P [--model smollm2|gpt]` serves SmolLM2-135M-Instruct (our Llama on
+our engine) or the course's tiny character GPT on 127.0.0.1.
 """
 from __future__ import annotations
 
