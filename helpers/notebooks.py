@@ -1,7 +1,8 @@
-"""Execute course notebooks headless: `python -m helpers.notebooks run [0-01 …] [--no-save]`.
+"""Execute course notebooks headless: `python -m helpers.notebooks run [0-01 …] [--no-save] [--plain]`.
 
 Used by `make run` (outputs saved in place, in execution order), `make bench` (timings) and
-`make test-gpu` (full profile, nothing overwritten).
+`make test-gpu` (full profile, nothing overwritten). `--plain` runs the code cells in this Python process, without
+Jupyter, for a machine that has the numerical stack but no Jupyter and no package index (the GPU lane's lent machines).
 """
 from __future__ import annotations
 
@@ -53,6 +54,44 @@ def execute(path: Path, save: bool = True, timeout: int = 900) -> float:
     return seconds
 
 
+def execute_plain(path: Path, keep_going: bool = False) -> float:
+    """Run one notebook's code cells in order in a fresh namespace of this process, printing as they go; returns wall
+    seconds. No kernel, no saved outputs: for machines without Jupyter. A failing cell stops the notebook, naming it;
+    with `keep_going` (make's -k) every later cell still runs, so that the closing `finish()` records what did run,
+    and the failures are raised together at the end."""
+    import json
+    import traceback
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # figures are drawn (their code runs) but never shown
+    import matplotlib.pyplot as plt
+
+    os.environ["COURSE_HEADLESS"] = "1"
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    namespace = {"__name__": "__main__", "__file__": str(path)}
+    failed = []
+    cwd = os.getcwd()
+    os.chdir(path.parent)  # where Jupyter would run it
+    t0 = time.perf_counter()
+    try:
+        for i, cell in enumerate(cells, 1):
+            print(f"── {path.stem}, code cell {i}/{len(cells)}", flush=True)
+            try:
+                exec(compile("".join(cell["source"]), f"<{path.stem} code cell {i}>", "exec"), namespace)
+            except Exception as exc:
+                if not keep_going:
+                    raise
+                traceback.print_exc()
+                failed.append(f"cell {i}: {type(exc).__name__}: {exc}")
+            plt.close("all")
+    finally:
+        os.chdir(cwd)
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(cells)} code cells failed: " + "; ".join(failed))
+    return time.perf_counter() - t0
+
+
 def modules_table() -> str:
     """The README's module table: notebook link, status and quick-profile CPU time from results/*.json."""
     import json
@@ -89,17 +128,21 @@ def main(argv=None) -> int:
     parser.add_argument("notebooks", nargs="*", help="stem prefixes (0-01) or module ids (0.1)")
     parser.add_argument("--no-save", action="store_true", help="do not write outputs back")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
-    args = parser.parse_args(argv)
+    parser.add_argument("--plain", action="store_true", help="no Jupyter: run the code cells in this process "
+                        "(implies --no-save)")
+    parser.add_argument("--keep-going", action="store_true", help="with --plain: run every cell even after one fails")
+    args = parser.parse_intermixed_args(argv)  # flags before the notebooks too: `run --no-save 1-05`
     failures = 0
     for path in find(args.notebooks):
         print(f"▶ {path.name} …", flush=True)
         try:
-            seconds = execute(path, save=not args.no_save, timeout=args.timeout)
+            seconds = (execute_plain(path, args.keep_going) if args.plain
+                       else execute(path, save=not args.no_save, timeout=args.timeout))
             print(f"  ✓ {path.name} in {seconds:.1f} s", flush=True)
         except Exception as exc:  # report every notebook, then fail
             failures += 1
             print(f"  ✗ {path.name}: {type(exc).__name__}: {str(exc)[-2000:]}", flush=True)
-    if not args.no_save:
+    if not (args.no_save or args.plain):
         update_readme()
     return 1 if failures else 0
 

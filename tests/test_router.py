@@ -237,8 +237,9 @@ def test_a_client_that_hangs_up_mid_stream_frees_its_slot(backends):
         body = chat("s", stream=True, tier="high", max_tokens=50)
         apps[0].state.mode = "ok"
         with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=10) as s:
-            next(s.iter_raw())  # read one chunk, then hang up (the backend's next chunk is 1 s away)
-            # not asserted: in_flight == 1 here — under load it was seen at 0 already (cause not found yet)
+            chunks = s.iter_raw()  # kept: a discarded iterator closes the response, and with it the connection
+            next(chunks)  # read one chunk, then hang up (the backend's next chunk is 1 s away)
+            assert s.headers["x-backend"] == "a" and router.backends[0].in_flight == 1
         # the with-block closed the connection: the client hung up mid-stream
         deadline = time.monotonic() + 0.8  # before the backend's next chunk: the hang-up itself frees the slot
         while router.backends[0].in_flight and time.monotonic() < deadline:
