@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import os
 import shutil
 import subprocess
 import tempfile
@@ -60,18 +61,42 @@ def _ptx_nvcc(nvcc: str, path: Path, arch: str) -> tuple[bool, str]:
         return True, f"nvcc --ptx -arch={arch}: entries {_entries(out.read_text())}"
 
 
+def cuda_include_dir() -> str | None:
+    """Where the CUDA headers (cuda_fp16.h and what it includes) are: the pip wheel that NVIDIA's `cuda.pathfinder`
+    finds (the `gpu` extra installs both), else $CUDA_PATH / $CUDA_HOME / /usr/local/cuda; None when none has them."""
+    try:
+        from cuda.pathfinder import find_nvidia_header_directory
+
+        found = find_nvidia_header_directory("cudart")
+        if found:
+            return str(found)
+    except ImportError:
+        pass
+    for root in (os.environ.get("CUDA_PATH"), os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        if root and (Path(root) / "include" / "cuda_fp16.h").is_file():
+            return str(Path(root) / "include")
+    return None
+
+
 def _ptx_nvrtc(path: Path, arch: str) -> tuple[bool, str]:
-    """NVRTC through CuPy's raw bindings: needs the NVRTC library (the `gpu` extra), not a GPU or driver."""
+    """NVRTC through CuPy's raw bindings: needs the NVRTC library (the `gpu` extra), not a GPU or driver. Unlike nvcc,
+    NVRTC searches no include directory by itself, so the CUDA headers' folder is passed when a kernel includes one."""
     try:
         from cupy_backends.cuda.libs import nvrtc
     except ImportError:
         return False, "neither nvcc nor CuPy's NVRTC (pip install -e '.[gpu]') is available to compile CUDA"
+    include = cuda_include_dir()
+    options = (f"-arch={arch}",) + ((f"-I{include}",) if include else ())
     program = nvrtc.createProgram(path.read_text(), path.name, (), ())
     try:
-        nvrtc.compileProgram(program, (f"-arch={arch}",))
+        nvrtc.compileProgram(program, options)
         ptx = nvrtc.getPTX(program)
     except nvrtc.NVRTCError:
-        return False, nvrtc.getProgramLog(program).strip()
+        log = nvrtc.getProgramLog(program).strip()
+        if include is None and "#include" in path.read_text():
+            log += ("\nNo CUDA headers found for NVRTC: pip install nvidia-cuda-runtime-cu12 (in the `gpu` extra), "
+                    "or set CUDA_PATH to a CUDA Toolkit")
+        return False, log
     finally:
         nvrtc.destroyProgram(program)
     ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
