@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from helpers.profiling.optimize import generate, interleaved_min, token_forwards
+from helpers.profiling.optimize import cached_step, generate, interleaved_min, recompute_step, token_forwards
 
 
 class CharTok:
@@ -49,6 +49,18 @@ def test_token_forwards_counts_what_the_model_sees(llama, use_cache):
         h.remove()
     assert sum(seen) == token_forwards(3, 4, use_cache)
     assert token_forwards(3, 4, False) == 3 + 4 + 5 + 6 and token_forwards(3, 4, True) == 6
+
+
+def test_a_custom_decode_step_is_the_one_used(llama):
+    calls = []
+
+    def step(model, ids, nxt, past):
+        calls.append((ids.shape[1], nxt.shape))
+        return cached_step(model, ids, nxt, past)
+
+    new, _ = generate(llama, CharTok(), "abc", 4, True, step=step)
+    assert calls == [(4, (1, 1)), (5, (1, 1)), (6, (1, 1))]  # n - 1 decode steps, the sequence one longer each
+    assert new == generate(llama, CharTok(), "abc", 4, False, step=recompute_step)[0]
 
 
 def test_phases_are_recorded(llama):

@@ -5,6 +5,8 @@ reference built from helpers.quant (bit for bit where the module claims it, else
 plus closed forms for the edge cases. GPU lane (`-m gpu`): the real kernels through CuPy, same references.
 """
 import shutil
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -292,3 +294,15 @@ def test_w4a16_gemv_speed_vs_float16(record_property):
     for key, value in result.items():
         record_property(key, value)
     assert result["w4a16_us"] > 0 and result["fp16_us"] > 0
+
+
+def test_benchmark_weight_copies_read_more_than_three_l2_caches(monkeypatch):
+    """Cold-cache timing: the copies a benchmark rotates through must exceed 3x the L2 (read from a faked device)."""
+    l2 = 60 * 2**20                                                 # an H200 as PyTorch reports it
+    device = types.SimpleNamespace(attributes={"L2CacheSize": l2})
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=types.SimpleNamespace(Device=lambda: device)))
+    fp16, w4 = 2 * 4096 * 4096, 4096 * 4096 // 2 + 4096 * 32 * 5   # 32 MiB; codes + float32 scales + int8 zeros
+    for nbytes in (fp16, w4, 1, 10 * l2):
+        k = gemv.weight_copies(nbytes)
+        assert k * nbytes >= 3 * l2 and (k == 1 or (k - 1) * nbytes < 3 * l2), (nbytes, k)  # the fewest that do
+    assert gemv.weight_copies(fp16) == 6 and gemv.weight_copies(fp16, cold=False) == 1

@@ -23,11 +23,25 @@ from torch.profiler import record_function
 PHASES = ("tokenize", "prefill", "sample", "decode")
 
 
+def recompute_step(model, ids, nxt, past):
+    """One decode step without a cache: the whole sequence `ids` (1, P + t) through the model again."""
+    return model(ids, use_cache=False).logits[:, -1], None                    # (1, V), no past
+
+
+def cached_step(model, ids, nxt, past):
+    """One decode step with a KV cache: only the new token `nxt` (1, 1); the past keys and values are reused."""
+    out = model(nxt, past_key_values=past, use_cache=True)
+    return out.logits[:, -1], out.past_key_values                             # (1, V), past grown by one
+
+
 @torch.inference_mode()
-def generate(model, tok, prompt: str, n_new: int, use_cache: bool) -> tuple[list[int], str]:
-    """Greedy `n_new` tokens after `prompt`: (new token ids, their text). Phases in record_function ranges."""
+def generate(model, tok, prompt: str, n_new: int, use_cache: bool, step=None) -> tuple[list[int], str]:
+    """Greedy `n_new` tokens after `prompt`: (new token ids, their text). Phases in record_function ranges.
+    `step(model, ids, nxt, past) -> (logits, past)` is the decode step: `cached_step` or `recompute_step` by
+    default, or one of your own (the prefill keeps its cache when `use_cache`)."""
     if not isinstance(n_new, int) or n_new < 1:
         raise ValueError(f"n_new must be an int >= 1, got {n_new!r}")
+    step = step or (cached_step if use_cache else recompute_step)
     device = next(model.parameters()).device
     with record_function("tokenize"):
         ids = tok(prompt, return_tensors="pt").input_ids.to(device)           # (1, P)
@@ -36,20 +50,15 @@ def generate(model, tok, prompt: str, n_new: int, use_cache: bool) -> tuple[list
         logits = out.logits[:, -1]                                            # (1, V)
     past = out.past_key_values if use_cache else None
     new, text = [], ""
-    for step in range(n_new):
+    for t in range(n_new):
         with record_function("sample"):
             nxt = logits.argmax(dim=-1, keepdim=True)                         # (1, 1) greedy
             new.append(int(nxt))
             text = tok.decode(new)                                            # streaming: the text so far
-            ids = torch.cat([ids, nxt], dim=1)                                # (1, P + step + 1)
-        if step + 1 < n_new:
+            ids = torch.cat([ids, nxt], dim=1)                                # (1, P + t + 1)
+        if t + 1 < n_new:
             with record_function("decode"):
-                if use_cache:                                                 # one new token, past K/V reused
-                    out = model(nxt, past_key_values=past, use_cache=True)
-                    past = out.past_key_values
-                else:                                                         # the whole prefix, again
-                    out = model(ids, use_cache=False)
-                logits = out.logits[:, -1]
+                logits, past = step(model, ids, nxt, past)
     return new, text
 
 
