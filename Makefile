@@ -58,8 +58,8 @@ run: setup
 ## files go to a scratch folder, so a test run never rewrites the committed results/.
 ## WORKERS=2 (default) runs two test files / notebooks at a time (pytest-xdist, one notebook per worker), each
 ## worker's torch on one thread so that the two share the cores instead of fighting over them; WORKERS=1 is serial.
-## Measured on a fresh clone (`bash .ci/run`, install and the llama.cpp build included, 2 cores): 1959 s with 2 workers
-## (14 notebooks, 1,474 tests; install 9 min of it, the llama.cpp build 6.5 min); 1586 s with 12 notebooks.
+## Measured on a fresh clone (`bash .ci/run`, install and the llama.cpp build included, 2 cores): 1907 s with 2 workers
+## (14 notebooks, 1,488 tests, 24 min of them; the rest install and the llama.cpp build); 1586 s with 12 notebooks.
 WORKERS ?= 2
 XDIST   = $(if $(filter-out 0 1,$(WORKERS)),-n $(WORKERS) --dist loadfile)
 test: setup
